@@ -1,0 +1,3 @@
+"""ppcls: MobileNeXt on PaddlePaddle with the PaddleClas user surface."""
+
+__version__ = "0.1.0"

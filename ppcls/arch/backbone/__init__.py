@@ -1,0 +1,1 @@
+from ppcls.arch.backbone import mobilenext  # noqa: F401

@@ -1,0 +1,186 @@
+"""MobileNeXt: "Rethinking Bottleneck Structure for Efficient Mobile Network Design".
+
+Zhou, Hou, Chen, Feng, Yan, ECCV 2020 (arXiv 2007.02269). The network is read top to
+bottom like the paper's figure: the channel rounding rule, the stage table, the sandglass
+block in its four variants, the network, and the width constructors.
+
+Parameter names follow the official PyTorch code (``features.<i>.conv.<j>.weight``,
+``classifier.1.weight``), so official and PaddleClas checkpoints map onto it by name alone
+(see ``ppcls.utils.weights``).
+"""
+
+import math
+
+import paddle
+from paddle import nn
+
+from ppcls.arch.registry import MODELS
+
+
+def make_divisible(value, divisor=8, min_value=None):
+    """Round ``value`` to the nearest multiple of ``divisor``, never dropping below 90% of it."""
+    min_value = divisor if min_value is None else min_value
+    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return rounded
+
+
+# One row a stage: t (reduction ratio), c (output channels), n (blocks), s (first stride).
+STAGES = [
+    (2, 96, 1, 2),
+    (6, 144, 1, 1),
+    (6, 192, 3, 2),
+    (6, 288, 3, 2),
+    (6, 384, 4, 1),
+    (6, 576, 4, 2),
+    (6, 960, 3, 1),
+    (6, 1280, 1, 1),
+]
+STEM_CHANNELS = 32
+DROPOUT = 0.2
+
+
+def conv_bn(in_ch, out_ch, kernel, stride=1, depthwise=False, relu6=True):
+    """Conv (no bias) + BN [+ ReLU6] as a flat list, so layer indices match the official names."""
+    conv = nn.Conv2D(
+        in_ch,
+        out_ch,
+        kernel,
+        stride=stride,
+        padding=kernel // 2,
+        groups=in_ch if depthwise else 1,
+        bias_attr=False,
+    )
+    layers = [conv, nn.BatchNorm2D(out_ch)]
+    if relu6:
+        layers.append(nn.ReLU6())
+    return layers
+
+
+class SandglassBlock(nn.Layer):
+    """The sandglass block: depthwise convs at the wide ends, a linear bottleneck in the middle.
+
+    Which layers a block has depends on where it stands; the four variants are:
+
+    - ``full``: dw3x3+BN+ReLU6, pw+BN (linear), pw+BN+ReLU6, dw3x3+BN (linear). Used by the
+      first block (t == 2, stride on the second depthwise conv), by the single block of a
+      stage, and by every block whose input and output widths are equal.
+    - ``pointwise``: pw+BN, pw+BN+ReLU6, for a stride-1 block that changes width.
+    - ``pointwise_downsample``: pw+BN, pw+BN+ReLU6, dw3x3 stride 2 + BN, for a stride-2
+      block that changes width.
+
+    The shortcut (the fourth variant is a ``full`` block with it) is used when the block keeps
+    resolution and width and is not the single block of its stage. With
+    ``identity_tensor_multiplier`` m < 1 it adds to the first ``round(C * m)`` channels only.
+    """
+
+    def __init__(self, in_ch, out_ch, stride, reduction, single_in_stage=False,
+                 identity_tensor_multiplier=1.0):
+        super().__init__()
+        hidden = in_ch // reduction
+        if hidden < out_ch / 6.0:
+            hidden = make_divisible(math.ceil(out_ch / 6.0), 16)
+
+        if reduction == 2 or single_in_stage or in_ch == out_ch:
+            self.variant = "full"
+        elif stride == 1:
+            self.variant = "pointwise"
+        else:
+            self.variant = "pointwise_downsample"
+
+        layers = []
+        if self.variant == "full":
+            layers += conv_bn(in_ch, in_ch, 3, depthwise=True)
+        layers += conv_bn(in_ch, hidden, 1, relu6=False)
+        layers += conv_bn(hidden, out_ch, 1)
+        if self.variant != "pointwise":
+            layers += conv_bn(out_ch, out_ch, 3, stride=stride, depthwise=True, relu6=False)
+        self.conv = nn.Sequential(*layers)
+
+        self.use_shortcut = (stride == 1 and in_ch == out_ch and reduction != 2
+                             and not single_in_stage)
+        self.identity_channels = int(round(in_ch * identity_tensor_multiplier))
+
+    def forward(self, x):
+        out = self.conv(x)
+        if not self.use_shortcut:
+            return out
+        k = self.identity_channels
+        if k >= out.shape[1]:
+            return out + x
+        # Add to the first k channels only, without in-place slice assignment (exportable).
+        return paddle.concat([out[:, :k] + x[:, :k], out[:, k:]], axis=1)
+
+
+class MobileNeXt(nn.Layer):
+    def __init__(self, scale=1.0, class_num=1000, dropout=DROPOUT, identity_tensor_multiplier=1.0):
+        super().__init__()
+        if not 0.0 < identity_tensor_multiplier <= 1.0:
+            raise ValueError("identity_tensor_multiplier must be in (0, 1], got "
+                             f"{identity_tensor_multiplier}")
+        self.scale = scale
+        in_ch = make_divisible(STEM_CHANNELS * scale)
+        features = [nn.Sequential(*conv_bn(3, in_ch, 3, stride=2))]
+        for i, (t, c, n, s) in enumerate(STAGES):
+            last_stage = i == len(STAGES) - 1
+            out_ch = c if (last_stage and scale < 1.0) else make_divisible(c * scale)
+            for j in range(n):
+                features.append(SandglassBlock(
+                    in_ch, out_ch, s if j == 0 else 1, t, single_in_stage=(n == 1),
+                    identity_tensor_multiplier=identity_tensor_multiplier))
+                in_ch = out_ch
+        self.features = nn.Sequential(*features)
+        self.last_channels = in_ch
+        self.avgpool = nn.AdaptiveAvgPool2D(1)
+        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_ch, class_num))
+        self._init_weights()
+
+    def _init_weights(self):
+        for layer in self.sublayers():
+            if isinstance(layer, nn.Conv2D):
+                k = layer._kernel_size[0] * layer._kernel_size[1] * layer._out_channels
+                nn.initializer.Normal(0.0, math.sqrt(2.0 / k))(layer.weight)
+            elif isinstance(layer, nn.BatchNorm2D):
+                nn.initializer.Constant(1.0)(layer.weight)
+                nn.initializer.Constant(0.0)(layer.bias)
+            elif isinstance(layer, nn.Linear):
+                nn.initializer.Normal(0.0, 0.01)(layer.weight)
+                nn.initializer.Constant(0.0)(layer.bias)
+
+    def forward(self, x):
+        x = self.features(x)
+        x = paddle.flatten(self.avgpool(x), 1)
+        return self.classifier(x)
+
+
+def _build(scale, pretrained=False, class_num=1000, **kwargs):
+    model = MobileNeXt(scale=scale, class_num=class_num, **kwargs)
+    if pretrained:
+        from ppcls.utils.weights import load_pretrained
+
+        load_pretrained(model, pretrained)
+    return model
+
+
+WIDTHS = {"x0_35": 0.35, "x0_5": 0.5, "x0_75": 0.75, "x1_0": 1.0, "x1_4": 1.4}
+ALIASES = {"x0_35": "35", "x0_5": "50", "x0_75": "75", "x1_0": "100", "x1_4": "140"}
+
+
+def _register_width(suffix, scale):
+    def constructor(pretrained=False, class_num=1000, **kwargs):
+        return _build(scale, pretrained=pretrained, class_num=class_num, **kwargs)
+
+    constructor.__doc__ = f"MobileNeXt at width {scale} (PaddleClas name MobileNeXt_{suffix})."
+    for name in (f"MobileNeXt_{suffix}", f"MobileNeXt_{ALIASES[suffix]}"):
+        MODELS.register(constructor, name=name)
+    return constructor
+
+
+MobileNeXt_x0_35 = _register_width("x0_35", 0.35)
+MobileNeXt_x0_5 = _register_width("x0_5", 0.5)
+MobileNeXt_x0_75 = _register_width("x0_75", 0.75)
+MobileNeXt_x1_0 = _register_width("x1_0", 1.0)
+MobileNeXt_x1_4 = _register_width("x1_4", 1.4)
+MobileNeXt_35, MobileNeXt_50, MobileNeXt_75 = MobileNeXt_x0_35, MobileNeXt_x0_5, MobileNeXt_x0_75
+MobileNeXt_100, MobileNeXt_140 = MobileNeXt_x1_0, MobileNeXt_x1_4

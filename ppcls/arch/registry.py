@@ -1,0 +1,3 @@
+from ppcls.utils.registry import Registry
+
+MODELS = Registry("model")

@@ -1,0 +1,252 @@
+"""PaddleClas-schema YAML configs: load, apply ``-o Key.sub=value`` overrides, validate, print, save.
+
+The config is a plain nested ``dict``. Sections: ``Global``, ``Arch``, ``Loss``, ``Optimizer``,
+``DataLoader``, ``Metric``, ``Infer``, ``AMP``, ``EMA`` (and, for deployment configs,
+``PreProcess`` / ``PostProcess``). ``Global`` and the top level have a schema: a key that is not
+in it, or a value of the wrong type, is a ``ConfigError`` naming the key and what was expected.
+Inside the other sections a builder checks its own part (an op or a constructor that does not
+take a key names it).
+"""
+
+import copy
+import difflib
+import os
+import re
+
+import yaml
+
+from ppcls.utils.errors import ConfigError
+
+SECTIONS = ("Global", "Arch", "Loss", "Optimizer", "DataLoader", "Metric", "Infer", "AMP", "EMA",
+            "PreProcess", "PostProcess")
+
+_OPTIONAL_STR = (str, type(None))
+_INT = (int,)
+# key -> accepted types. Extend here when the engine learns a new Global key.
+GLOBAL_SCHEMA = {
+    "checkpoints": _OPTIONAL_STR,
+    "pretrained_model": _OPTIONAL_STR,
+    "output_dir": (str,),
+    "device": (str,),
+    "save_interval": _INT,
+    "eval_during_train": (bool,),
+    "eval_interval": _INT,
+    "start_eval_epoch": _INT,
+    "epochs": _INT,
+    "print_batch_step": _INT,
+    "use_visualdl": (bool,),
+    "image_shape": (list,),
+    "save_inference_dir": (str,),
+    "seed": (int, type(None)),
+    "to_static": (bool,),
+    "use_dali": (bool,),
+    "eval_mode": (str,),
+    "class_num": _INT,
+    "skip_bad_images": (bool,),
+    "export_softmax": (bool,),
+    "fast_cpu": (bool,),
+    "plot_curves": (bool,),
+    "max_iters_per_epoch": (int, type(None)),
+    "save_best_model": (bool,),
+    "cpu_num_threads": (int, type(None)),
+    # deploy/configs/inference_cls.yaml
+    "infer_imgs": (str,),
+    "inference_model_dir": (str,),
+    "batch_size": _INT,
+    "use_gpu": (bool,),
+    "gpu_mem": _INT,
+    "enable_mkldnn": (bool,),
+    "ir_optim": (bool,),
+    "use_tensorrt": (bool,),
+    "use_fp16": (bool,),
+    "enable_profile": (bool,),
+    "enable_benchmark": (bool,),
+    "benchmark": (bool,),
+    "use_onnx": (bool,),
+    "save_log_path": _OPTIONAL_STR,
+    "warmup_iters": _INT,
+}
+
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true/false",
+               list: "a list", dict: "a mapping", type(None): "null"}
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-5`` (no dot) as a float, as users write learning rates."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                    |\.[0-9_]+(?:[eE][-+][0-9]+)?
+                    |[-+]?\.(?:inf|Inf|INF)
+                    |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
+
+
+def parse_value(text):
+    """A value as YAML reads it (``10`` -> int, ``1e-5`` -> float, ``[1,2]`` -> list, ``True``)."""
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError:
+        return text
+
+
+def load_config(path):
+    """Read a YAML config file into a dict; a missing or malformed file is a ``ConfigError``."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            cfg = yaml.load(f, Loader=_Loader)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections (Global, Arch, ...) at the top")
+    return cfg
+
+
+def _describe(types):
+    return " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in types)
+
+
+def _type_ok(value, types):
+    if isinstance(value, bool):
+        return bool in types
+    if isinstance(value, int) and float in types:
+        return True
+    return isinstance(value, types)
+
+
+def _expected_types(path, old):
+    """The types a value at ``path`` may take: from the schema, else from the value it replaces."""
+    if len(path) == 2 and path[0] == "Global" and path[1] in GLOBAL_SCHEMA:
+        return GLOBAL_SCHEMA[path[1]]
+    if old is None:
+        return None
+    if isinstance(old, bool):
+        return (bool,)
+    if isinstance(old, (int, float)):
+        return (int, float)
+    if isinstance(old, str):
+        return (str, int, float, type(None))
+    if isinstance(old, (list, dict)):
+        return (type(old),)
+    return None
+
+
+def _closed(path):
+    """Whether new keys are refused under ``path`` (the top level and ``Global`` have a schema)."""
+    return len(path) == 0 or (len(path) == 1 and path[0] == "Global")
+
+
+def _suggest(key, known):
+    close = difflib.get_close_matches(str(key), [str(k) for k in known], n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def apply_override(cfg, override):
+    """Apply one ``Key.sub.0.leaf=value`` override to ``cfg`` in place."""
+    if "=" not in override:
+        raise ConfigError(f"override '{override}' is not of the form Key.sub=value")
+    dotted, text = override.split("=", 1)
+    path = [p for p in dotted.strip().split(".")]
+    if not all(path):
+        raise ConfigError(f"override '{override}': empty key in '{dotted}'")
+    value = parse_value(text)
+    node, walked = cfg, []
+    for i, key in enumerate(path):
+        last = i == len(path) - 1
+        where = ".".join(walked) or "the top level"
+        if isinstance(node, list):
+            if not key.lstrip("-").isdigit() or not -len(node) <= int(key) < len(node):
+                raise ConfigError(f"override '{dotted}': {where} is a list of {len(node)} items, "
+                                  f"'{key}' is not an index in it")
+            key = int(key)
+        elif isinstance(node, dict):
+            if key not in node:
+                if _closed(walked) or not last:
+                    known = sorted(GLOBAL_SCHEMA) if walked == ["Global"] else list(node)
+                    raise ConfigError(f"unknown config key '{dotted}'{_suggest(key, known)}; "
+                                      f"keys under {where}: {', '.join(map(str, known))}")
+        else:
+            raise ConfigError(f"override '{dotted}': {where} is a value, not a section")
+        if last:
+            old = node[key] if (isinstance(node, list) or key in node) else None
+            types = _expected_types(path, old)
+            if types is not None and not _type_ok(value, types):
+                raise ConfigError(f"config key '{dotted}' expects {_describe(types)}, "
+                                  f"got {text!r}")
+            if isinstance(old, str) and isinstance(value, (int, float)) and not isinstance(value, bool):
+                value = text
+            node[key] = value
+        else:
+            node = node[key]
+            walked.append(str(key))
+    return cfg
+
+
+def validate_config(cfg, source="config"):
+    """Check the top level and ``Global`` against the schema."""
+    for section, body in cfg.items():
+        if section not in SECTIONS:
+            raise ConfigError(f"{source}: unknown section '{section}'{_suggest(section, SECTIONS)}; "
+                              f"known sections: {', '.join(SECTIONS)}")
+        if section in ("Global", "Arch", "Loss", "Optimizer", "DataLoader") and not isinstance(body, dict):
+            raise ConfigError(f"{source}: section '{section}' must be a mapping")
+    for key, value in (cfg.get("Global") or {}).items():
+        if key not in GLOBAL_SCHEMA:
+            raise ConfigError(f"{source}: unknown config key 'Global.{key}'"
+                              f"{_suggest(key, GLOBAL_SCHEMA)}")
+        if not _type_ok(value, GLOBAL_SCHEMA[key]):
+            raise ConfigError(f"{source}: config key 'Global.{key}' expects "
+                              f"{_describe(GLOBAL_SCHEMA[key])}, got {value!r}")
+    return cfg
+
+
+def get_config(path, overrides=None, show=False):
+    """Load ``path``, apply the ``-o`` overrides in order, validate; optionally print it."""
+    cfg = load_config(path)
+    for override in overrides or []:
+        apply_override(cfg, override)
+    validate_config(cfg, source=path)
+    if show:
+        print_config(cfg)
+    return cfg
+
+
+def format_config(cfg, indent=0):
+    """The config as indented ``key : value`` lines, sections under a rule, as PaddleClas prints it."""
+    lines = []
+    for key, value in cfg.items():
+        pad = " " * indent
+        if isinstance(value, dict):
+            if indent == 0:
+                lines.append("-" * 60)
+            lines.append(f"{pad}{key} : ")
+            lines.extend(format_config(value, indent + 4))
+        elif isinstance(value, list) and value and isinstance(value[0], dict):
+            lines.append(f"{pad}{key} : ")
+            for item in value:
+                lines.extend(format_config(item, indent + 4))
+        else:
+            lines.append(f"{pad}{key} : {value}")
+    return lines
+
+
+def print_config(cfg):
+    from ppcls.utils import logger
+
+    for line in format_config(cfg):
+        logger.info(line)
+
+
+def save_config(cfg, path):
+    """Write the resolved config as YAML (atomically: temp file, then rename)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        yaml.safe_dump(copy.deepcopy(cfg), f, sort_keys=False, allow_unicode=True)
+    os.replace(tmp, path)

@@ -1,0 +1,55 @@
+"""The ``ppcls`` logger: ``[YYYY/MM/DD HH:MM:SS] ppcls INFO: message`` on stdout and in a log file.
+
+Only rank 0 writes (in a multi-card run the other ranks log warnings and errors only),
+so a launch with N processes prints each line once.
+"""
+
+import logging
+import os
+import sys
+
+_LOGGER = logging.getLogger("ppcls")
+_FORMAT = logging.Formatter("[%(asctime)s] %(name)s %(levelname)s: %(message)s", "%Y/%m/%d %H:%M:%S")
+
+
+def rank():
+    return int(os.environ.get("PADDLE_TRAINER_ID", os.environ.get("PADDLE_RANK_IN_NODE", 0)))
+
+
+def init_logger(log_file=None, level=logging.INFO):
+    """(Re)configure the logger; ``log_file`` (rank 0 only) gets the same lines as stdout."""
+    for handler in list(_LOGGER.handlers):
+        _LOGGER.removeHandler(handler)
+        handler.close()
+    _LOGGER.propagate = False
+    is_main = rank() == 0
+    _LOGGER.setLevel(level if is_main else logging.WARNING)
+    stream = logging.StreamHandler(sys.stdout)
+    stream.setFormatter(_FORMAT)
+    _LOGGER.addHandler(stream)
+    if log_file and is_main:
+        os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
+        handler = logging.FileHandler(log_file, mode="a", encoding="utf-8")
+        handler.setFormatter(_FORMAT)
+        _LOGGER.addHandler(handler)
+    return _LOGGER
+
+
+def _ensure():
+    if not _LOGGER.handlers:
+        init_logger()
+
+
+def info(msg, *args):
+    _ensure()
+    _LOGGER.info(msg, *args)
+
+
+def warning(msg, *args):
+    _ensure()
+    _LOGGER.warning(msg, *args)
+
+
+def error(msg, *args):
+    _ensure()
+    _LOGGER.error(msg, *args)

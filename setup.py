@@ -1,0 +1,12 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="ppcls-mobilenext",
+    version="0.1.0",
+    description="MobileNeXt on PaddlePaddle 3.x with the PaddleClas user surface",
+    packages=find_packages(include=["ppcls", "ppcls.*"]),
+    package_data={"ppcls": ["configs/**/*.yaml", "utils/*.txt"]},
+    include_package_data=True,
+    python_requires=">=3.9",
+    install_requires=["numpy", "pyyaml", "pillow", "tqdm"],
+)

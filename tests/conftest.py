@@ -1,0 +1,16 @@
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURES = os.path.join(ROOT, "..", "shared", "fixtures")
+
+
+@pytest.fixture(scope="session")
+def official_npz():
+    """The official PyTorch MobileNeXt forward pass (../shared/fixtures); required, never skipped."""
+    import numpy as np
+
+    path = os.path.join(FIXTURES, "mobilenext_official_w1_0.npz")
+    assert os.path.isfile(path), f"reference fixture missing: {path} (clone with ../shared beside it)"
+    return np.load(path)
