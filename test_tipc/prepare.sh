@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# TIPC preparation, with no download:
+#
+#   bash test_tipc/prepare.sh CONFIG MODE
+#
+# lite_train_lite_infer, lite_train_whole_infer: build dataset/ILSVRC2012/ (train/, val/,
+#     train_list.txt, val_list.txt) from scikit-learn's handwritten digits (real scans, 10
+#     classes, labels 0-9), upscaled to ImageNet-like 256x256 RGB JPEGs; a small subset.
+# whole_train_whole_infer: the same from all 1,797 digits, unless dataset/ILSVRC2012/ already
+#     holds a data set that prepare.sh did not make (the real ImageNet): that one is used as is.
+# whole_infer: the lite data set, plus the weights named by `pretrained_model_path` in CONFIG,
+#     made by a short local training run when that file does not exist yet (an existing file,
+#     e.g. converted official weights, is kept).
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=test_tipc/common_func.sh
+source "${ROOT}/test_tipc/common_func.sh"
+
+MODES="lite_train_lite_infer lite_train_whole_infer whole_train_whole_infer whole_infer"
+if [[ $# -ne 2 ]]; then
+    tipc_die "usage: bash test_tipc/prepare.sh CONFIG MODE; MODE is one of: ${MODES}"
+fi
+TIPC_CONFIG="$1"
+MODE="$2"
+case " ${MODES} " in
+    *" ${MODE} "*) ;;
+    *) tipc_die "unknown MODE '${MODE}'; expected one of: ${MODES}" ;;
+esac
+[[ -f "${TIPC_CONFIG}" ]] || tipc_die "TIPC config not found: ${TIPC_CONFIG}"
+TIPC_CONFIG="$(cd "$(dirname "${TIPC_CONFIG}")" && pwd)/$(basename "${TIPC_CONFIG}")"
+cd "${ROOT}" || exit 2
+tipc_read_config "${TIPC_CONFIG}"
+tipc_header 1 train_params
+tipc_get model_name 2 model_name
+tipc_get python 3 python
+tipc_get device_value 5 "*Global.device" device_key
+tipc_get output_value 8 "*output_dir" output_key
+tipc_get batch_value 9 "*batch_size" batch_key
+tipc_get epoch_value 7 "*epochs" epoch_key
+tipc_get norm_train 16 norm_train
+tipc_get pretrained_model_path 36 pretrained_model_path
+
+DATA_DIR="dataset/ILSVRC2012"
+MARKER=".tipc_digits"
+
+# build_data SUBSET: (re)build dataset/ILSVRC2012 from the digits unless it already is that subset.
+build_data() {
+    local subset="$1"
+    if [[ -e "${DATA_DIR}" && ! -f "${DATA_DIR}/${MARKER}" ]]; then
+        if [[ "${subset}" == "whole" ]]; then
+            echo "${DATA_DIR} exists and was not made by prepare.sh: using it as the whole data set."
+            return 0
+        fi
+        tipc_die "${DATA_DIR} exists and was not made by prepare.sh (real ImageNet?); move it away before preparing ${MODE}, it is never overwritten"
+    fi
+    if [[ -f "${DATA_DIR}/${MARKER}" && "$(cat "${DATA_DIR}/${MARKER}")" == "${subset}" ]]; then
+        echo "${DATA_DIR}: the '${subset}' digits set is already there."
+        return 0
+    fi
+    "${python}" test_tipc/make_digits_ilsvrc.py --out "${DATA_DIR}" --subset "${subset}" --marker "${MARKER}" \
+        || tipc_die "could not build ${DATA_DIR} (see the message above)"
+}
+
+case "${MODE}" in
+    lite_train_lite_infer) build_data lite ;;
+    lite_train_whole_infer) build_data lite_whole_infer ;;
+    whole_train_whole_infer) build_data whole ;;
+    whole_infer)
+        build_data lite
+        weights="${pretrained_model_path%.pdparams}.pdparams"
+        if [[ -f "${weights}" ]]; then
+            echo "${weights} exists: kept (it is what whole_infer exports)."
+            exit 0
+        fi
+        # a short local training run on the lite set stands in for the published weights
+        if tipc_has_gpu "${python}"; then device="${device_value}"; else device="cpu"; fi
+        work_dir="$(mktemp -d "${ROOT}/test_tipc/.weights_run.XXXXXX")"
+        batch="$(tipc_mode_value "${batch_value}" lite_train_lite_infer)"
+        cmd="${python} ${norm_train} $(tipc_param "${device_key}" "${device}") $(tipc_param "${epoch_key}" 1) $(tipc_param "${batch_key}" "${batch}") $(tipc_param "${output_key}" "${work_dir}")"
+        echo "Making ${weights} by a short training run: ${cmd}"
+        if ! eval "${cmd}" > "${work_dir}/train.log" 2>&1; then
+            tail -n 5 "${work_dir}/train.log" >&2
+            tipc_die "the training run for ${weights} failed; its log: ${work_dir}/train.log"
+        fi
+        trained="${work_dir}/${model_name}/latest.pdparams"
+        [[ -f "${trained}" ]] || tipc_die "the training run did not write ${trained} (is model_name '${model_name}' the recipe's Arch.name?)"
+        mkdir -p "$(dirname "${weights}")"
+        cp "${trained}" "${weights}.tmp.$$" && mv -f "${weights}.tmp.$$" "${weights}" \
+            || tipc_die "could not write ${weights}"
+        rm -rf "${work_dir}"
+        echo "Wrote ${weights}"
+        ;;
+esac
+exit 0
