@@ -88,7 +88,7 @@ fi
 
 LOG_PATH="./test_tipc/output/${model_name}/${MODE}"
 mkdir -p "${LOG_PATH}" || exit 2
-RESULTS="${LOG_PATH}/results_python.log"
+RESULTS="${ROOT}/${LOG_PATH#./}/results_python.log"  # absolute: inference runs in deploy/
 : > "${RESULTS}"
 TIPC_FAILED=0
 
@@ -199,7 +199,7 @@ device_for() {
     fi
 }
 
-echo "TIPC ${model_name} ${MODE}: results in ${RESULTS} (GPUs visible: $([[ ${HAS_GPU} -eq 1 ]] && echo yes || echo no))"
+echo "TIPC ${model_name} ${MODE}: results in ${LOG_PATH}/results_python.log (GPUs visible: $([[ ${HAS_GPU} -eq 1 ]] && echo yes || echo no))"
 
 if [[ "${MODE}" == "whole_infer" ]]; then
     # no training: export the weights named by pretrained_model_path (prepare.sh made them), then infer
@@ -297,8 +297,8 @@ if [[ "${total}" -eq 0 ]]; then
     exit 1
 fi
 if [[ "${TIPC_FAILED}" -gt 0 ]]; then
-    echo "TIPC ${model_name} ${MODE}: ${TIPC_FAILED} of ${total} steps failed (${RESULTS})"
+    echo "TIPC ${model_name} ${MODE}: ${TIPC_FAILED} of ${total} steps failed (${LOG_PATH}/results_python.log)"
     exit 1
 fi
-echo "TIPC ${model_name} ${MODE}: all ${total} steps succeeded (${RESULTS})"
+echo "TIPC ${model_name} ${MODE}: all ${total} steps succeeded (${LOG_PATH}/results_python.log)"
 exit 0
