@@ -44,6 +44,7 @@ GLOBAL_SCHEMA = {
     "class_num": _INT,
     "skip_bad_images": (bool,),
     "export_softmax": (bool,),
+    "export_onnx": (bool,),
     "fast_cpu": (bool,),
     "plot_curves": (bool,),
     "max_iters_per_epoch": (int, type(None)),
