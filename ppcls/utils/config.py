@@ -167,7 +167,7 @@ def apply_override(cfg, override):
                                   f"'{key}' is not an index in it")
             key = int(key)
         elif isinstance(node, dict):
-            if key not in node:
+            if key not in node and not (walked == ["Global"] and last and key in GLOBAL_SCHEMA):
                 if _closed(walked) or not last:
                     known = sorted(GLOBAL_SCHEMA) if walked == ["Global"] else list(node)
                     raise ConfigError(f"unknown config key '{dotted}'{_suggest(key, known)}; "
