@@ -1,0 +1,148 @@
+"""Datasets by PaddleClas name. ``ImageNetDataset``: a list file of ``relative/path label`` lines
+under an image root, the ImageNet layout PaddleClas uses.
+
+The whole list file is checked when the dataset is built, before any training step: a line
+that is not ``path label``, a label that is not an integer in [0, class_num), or an image file
+that does not exist is a ``DataError`` naming the list file and the line (and how many other
+lines are bad). Images are decoded lazily; one that cannot be decoded is a ``DataError`` naming
+the image and its line, or, with ``skip_bad_images``, a ``BadSample`` that the loader drops and
+counts.
+
+Indexing: ``dataset[i]`` or ``dataset[(i, epoch)]`` (what ``ppcls.data.sampler`` yields). The
+random ops of ``transform_ops`` draw from a generator seeded with (seed, epoch, i), so a
+sample's augmentation does not depend on which worker process makes it, nor on what came before.
+"""
+
+import os
+
+import numpy as np
+import paddle
+
+from ppcls.utils.errors import DataError
+from ppcls.utils.registry import Registry
+
+from .preprocess import ImageDecodeError, create_operators, transform
+
+DATASETS = Registry("dataset")
+
+
+class BadSample:
+    """Stands in for a sample whose image could not be used (only with ``skip_bad_images``)."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message):
+        self.message = message
+
+
+def sample_rng(seed, epoch, index):
+    """The generator for the random transforms of sample ``index`` in ``epoch``."""
+    return np.random.default_rng([int(seed) % 2**64, int(epoch) % 2**64, int(index)])
+
+
+def read_list_file(list_path, image_root, delimiter=None, class_num=None, class_num_key="class_num"):
+    """Parse and check a ``path label`` list file; returns (image paths, labels, line numbers)."""
+    if not os.path.isfile(list_path):
+        raise DataError(f"list file not found: {list_path}")
+    if not os.path.isdir(image_root):
+        raise DataError(f"image_root is not a folder: {image_root} (list file {list_path})")
+    try:
+        with open(list_path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except UnicodeDecodeError as err:
+        raise DataError(f"{list_path}: not a UTF-8 text file ({err.reason} at byte {err.start})") from None
+    except OSError as err:
+        raise DataError(f"{list_path}: cannot read the list file ({err.strerror or err})") from None
+
+    images, labels, line_nos = [], [], []
+    first_problem, n_problems = None, 0
+    listings = {}  # folder -> set of its entries: one listdir per folder, not one stat per image
+    expected = "expected '<relative/path> <label>'" + (
+        f" separated by {delimiter!r}" if delimiter not in (None, " ") else "")
+    for n, raw in enumerate(lines, 1):
+        line = raw.strip()
+        if not line:
+            continue
+        parts = line.rsplit(None if delimiter in (None, " ") else delimiter, 1)
+        problem = None
+        if len(parts) != 2 or not parts[0].strip() or not parts[1].strip():
+            problem = f"{expected}, got {line!r}"
+        else:
+            rel, label_text = parts[0].strip(), parts[1].strip()
+            try:
+                label = int(label_text)
+            except ValueError:
+                label = None
+                problem = f"label {label_text!r} is not an integer ({expected})"
+            if label is not None and (label < 0 or (class_num is not None and label >= class_num)):
+                bound = f"[0, {class_num})" if class_num is not None else "[0, ...)"
+                problem = f"label {label} is outside {bound} ({class_num_key} is {class_num})"
+            if problem is None:
+                path = os.path.join(image_root, rel)
+                folder, base = os.path.split(path)
+                if folder not in listings:
+                    try:
+                        listings[folder] = set(os.listdir(folder or "."))
+                    except OSError:
+                        listings[folder] = set()
+                if base not in listings[folder]:
+                    problem = f"image file not found: {path}"
+        if problem is not None:
+            n_problems += 1
+            if first_problem is None:
+                first_problem = f"{list_path} line {n}: {problem}"
+            continue
+        images.append(path)
+        labels.append(label)
+        line_nos.append(n)
+    if first_problem is not None:
+        more = f" (and {n_problems - 1} more bad line{'s' if n_problems > 2 else ''} in this file)" \
+            if n_problems > 1 else ""
+        raise DataError(first_problem + more)
+    if not images:
+        raise DataError(f"{list_path}: the list file has no samples")
+    return images, labels, line_nos
+
+
+@DATASETS.register
+class ImageNetDataset(paddle.io.Dataset):
+    """Config keys: ``image_root``, ``cls_label_path``, ``transform_ops``, ``delimiter``
+    (default: any whitespace; the path may contain spaces, the label is the last field).
+    The keyword-only arguments are set by ``build_dataloader`` from the rest of the config."""
+
+    def __init__(self, image_root, cls_label_path, transform_ops=None, delimiter=None, *,
+                 class_num=None, class_num_key="Arch.class_num", skip_bad_images=False, seed=0,
+                 where="dataset"):
+        super().__init__()
+        self.image_root = image_root
+        self.cls_label_path = cls_label_path
+        self.ops = create_operators(transform_ops, where=f"{where}.transform_ops")
+        self.images, self.labels, self.line_nos = read_list_file(
+            cls_label_path, image_root, delimiter, class_num, class_num_key)
+        self.skip_bad_images = skip_bad_images
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch):
+        """The epoch used for plain integer indices (the sampler passes its own)."""
+        self.epoch = int(epoch)
+
+    def __len__(self):
+        return len(self.images)
+
+    def describe(self, index):
+        return f"{self.images[index]} (line {self.line_nos[index]} of {self.cls_label_path})"
+
+    def __getitem__(self, key):
+        index, epoch = key if isinstance(key, tuple) else (key, self.epoch)
+        index = int(index)
+        rng = sample_rng(self.seed, epoch, index)
+        try:
+            img = transform(self.images[index], self.ops, rng)
+        except DataError as err:
+            reason = f"cannot decode image: {err.reason}" if isinstance(err, ImageDecodeError) else str(err)
+            message = f"{self.describe(index)}: {reason}"
+            if self.skip_bad_images:
+                return BadSample(message)
+            raise DataError(message) from None
+        return img, np.int64(self.labels[index])

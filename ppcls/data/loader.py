@@ -1,0 +1,216 @@
+"""``build_dataloader(config, mode)``: the ``DataLoader.<mode>`` section -> a ``paddle.io.DataLoader``.
+
+Batches are ``(images float32 [N, 3, H, W], labels int64 [N])``. The loader is an
+``ImageDataLoader`` (a ``paddle.io.DataLoader``) that adds:
+
+- ``loader.batch_sampler.set_epoch(epoch)``: call before each epoch (see ``ppcls.data.sampler``).
+- An image that cannot be decoded stops the iteration with a one-line ``DataError`` naming the
+  image and its list-file line, also when it happened in a worker process. With
+  ``Global.skip_bad_images: True`` it is dropped from its batch instead (a batch can then be
+  smaller; a batch with no good image is left out), a warning line names it, and it is counted:
+  ``loader.num_skipped`` (total since the loader was built), ``loader.skipped_images`` (their
+  messages), ``loader.epoch_skipped`` (during the last pass); a pass that skipped any ends with
+  a warning giving the count. The counts are this rank's.
+- Per-worker seeding of Python's and numpy's global generators (for ops that use them); the
+  ops here draw from a per-sample generator instead (see ``ppcls.data.dataset``).
+"""
+
+import functools
+import inspect
+import os
+import random
+
+import numpy as np
+import paddle
+
+from ppcls.utils import logger
+from ppcls.utils.errors import ConfigError, DataError, UserError
+
+from .dataset import DATASETS, BadSample
+from .sampler import SAMPLERS
+
+MODES = ("Train", "Eval")
+_EMPTY = "\0no-good-sample"  # marks a batch whose every sample was skipped
+
+_SAMPLER_KEYS = {"batch_size": int, "drop_last": bool, "shuffle": bool}
+_LOADER_KEYS = {"num_workers": int, "use_shared_memory": bool}
+
+
+def collate_batch(items):
+    """Stack the samples of one batch; returns ``[images, labels, skipped messages]``."""
+    good = [item for item in items if not isinstance(item, BadSample)]
+    skipped = [item.message for item in items if isinstance(item, BadSample)]
+    if not good:
+        return [np.zeros((1,), np.float32), np.zeros((1,), np.int64), skipped + [_EMPTY]]
+    try:
+        images = np.stack([item[0] for item in good])
+    except ValueError:
+        shapes = sorted({tuple(np.shape(item[0])) for item in good})
+        raise DataError(f"the images of one batch have different shapes {shapes}: transform_ops must "
+                        "give every image the same size (end with CropImage or RandCropImage)") from None
+    labels = np.asarray([item[1] for item in good], dtype=np.int64)
+    return [images, labels, skipped]
+
+
+def seed_worker(base_seed, rank, worker_id):
+    """``worker_init_fn``: seed Python's and numpy's global generators from (seed, rank, worker)."""
+    state = np.random.SeedSequence([base_seed, rank, worker_id]).generate_state(1)[0]
+    random.seed(int(state))
+    np.random.seed(int(state))
+
+
+def _worker_message(err):
+    """The one-line message of a ``UserError`` that paddle re-raised from a worker process
+    (paddle puts the worker's whole traceback into the message)."""
+    text = str(err)
+    if "DataLoader worker(" not in text:
+        return text
+    names = {type(err).__name__, f"{type(err).__module__}.{type(err).__qualname__}"}
+    for line in reversed(text.splitlines()):
+        head, sep, rest = line.partition(": ")
+        if sep and head.strip() in names:
+            return rest.strip()
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1].strip() if lines else text
+
+
+class ImageDataLoader(paddle.io.DataLoader):
+    """A ``paddle.io.DataLoader`` yielding ``(images, labels)``; see the module docstring."""
+
+    def __init__(self, dataset, batch_sampler, **kwargs):
+        super().__init__(dataset, batch_sampler=batch_sampler, collate_fn=collate_batch,
+                         return_list=True, **kwargs)
+        self.skipped_images = []
+        self.epoch_skipped = 0
+
+    @property
+    def num_skipped(self):
+        return len(self.skipped_images)
+
+    def __iter__(self):
+        self.epoch_skipped = 0
+        batches = super().__iter__()
+        while True:
+            try:
+                images, labels, skipped = next(batches)
+            except StopIteration:
+                break
+            except UserError as err:
+                raise type(err)(_worker_message(err)) from None
+            empty = False
+            for message in skipped:
+                if message == _EMPTY:
+                    empty = True
+                    continue
+                self.skipped_images.append(message)
+                self.epoch_skipped += 1
+                logger.warning(f"skipped unreadable image (Global.skip_bad_images): {message}")
+            if not empty:
+                yield images, labels
+        if self.epoch_skipped:
+            logger.warning(f"skipped {self.epoch_skipped} unreadable image(s) in this pass over "
+                           f"{getattr(self.dataset, 'cls_label_path', 'the data')} "
+                           f"({self.num_skipped} since the start)")
+
+
+def _check_keys(section, allowed, where):
+    for key, value in section.items():
+        if key not in allowed:
+            raise ConfigError(f"unknown config key '{where}.{key}'; keys under {where}: "
+                              f"{', '.join(allowed)}")
+        kind = allowed[key]
+        if kind is not None and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
+            what = {int: "an integer", bool: "true/false"}.get(kind, kind.__name__)
+            raise ConfigError(f"config key '{where}.{key}' expects {what}, got {value!r}")
+
+
+def _places(device):
+    if device is None:
+        return None
+    device = str(device).lower()
+    if device in ("gpu", "cuda"):
+        gpu = os.environ.get("FLAGS_selected_gpus", "0").split(",")[0] or "0"
+        return f"gpu:{gpu}"
+    return device
+
+
+def _class_num(config):
+    for section in ("Arch", "Global"):
+        value = (config.get(section) or {}).get("class_num")
+        if value is not None:
+            return value, f"{section}.class_num"
+    return 1000, "the model's class_num (default, Arch.class_num not set)"
+
+
+def build_dataloader(config, mode, device="cpu", seed=None):
+    """The loader for ``config["DataLoader"][mode]`` (mode ``Train`` or ``Eval``).
+
+    ``config`` is the whole config: ``Arch.class_num`` bounds the labels, ``Global.seed`` is the
+    seed when ``seed`` is None (neither: a fresh random seed), ``Global.skip_bad_images`` skips
+    undecodable images. ``device`` ("cpu", "gpu", "gpu:1", ...) is where batches are placed.
+    """
+    if mode not in MODES:
+        raise ConfigError(f"data mode must be one of {', '.join(MODES)}, got {mode!r}")
+    where = f"DataLoader.{mode}"
+    section = (config.get("DataLoader") or {}).get(mode)
+    if not isinstance(section, dict):
+        raise ConfigError(f"config section '{where}' is missing (it needs dataset, sampler and loader)")
+    _check_keys(section, {"dataset": dict, "sampler": dict, "loader": dict}, where)
+    for part in ("dataset", "sampler"):
+        if part not in section:
+            raise ConfigError(f"config section '{where}.{part}' is missing")
+    global_cfg = config.get("Global") or {}
+    if seed is None:
+        seed = global_cfg.get("seed")
+    if seed is None:
+        seed = int(np.random.SeedSequence().entropy % 2**63)
+    skip_bad = bool(global_cfg.get("skip_bad_images", False))
+
+    # dataset
+    ds_cfg = dict(section["dataset"])
+    name = ds_cfg.pop("name", None)
+    if name not in DATASETS:
+        raise ConfigError(f"config key '{where}.dataset.name': unknown dataset {name!r}; "
+                          f"known: {', '.join(DATASETS.names())}")
+    dataset_cls = DATASETS.get(name)
+    params = inspect.signature(dataset_cls.__init__).parameters.values()
+    keys = [p.name for p in params if p.kind == p.POSITIONAL_OR_KEYWORD and p.name != "self"]
+    required = [p.name for p in params if p.name in keys and p.default is p.empty]
+    _check_keys(ds_cfg, {k: None for k in keys}, f"{where}.dataset")
+    for key in required:
+        if key not in ds_cfg:
+            raise ConfigError(f"config key '{where}.dataset.{key}' is missing")
+    class_num, class_num_key = _class_num(config)
+    dataset = dataset_cls(**ds_cfg, class_num=class_num, class_num_key=class_num_key,
+                          skip_bad_images=skip_bad, seed=seed, where=f"{where}.dataset")
+
+    # sampler
+    sp_cfg = dict(section["sampler"])
+    sp_name = sp_cfg.pop("name", "DistributedBatchSampler")
+    if sp_name not in SAMPLERS:
+        raise ConfigError(f"config key '{where}.sampler.name': unknown sampler {sp_name!r}; "
+                          f"known: {', '.join(SAMPLERS.names())}")
+    _check_keys(sp_cfg, _SAMPLER_KEYS, f"{where}.sampler")
+    batch_size = sp_cfg.get("batch_size")
+    if batch_size is None or batch_size <= 0:
+        raise ConfigError(f"config key '{where}.sampler.batch_size' expects a positive integer, "
+                          f"got {batch_size!r}")
+    sampler = SAMPLERS.get(sp_name)(dataset, batch_size=batch_size,
+                                    shuffle=sp_cfg.get("shuffle", mode == "Train"),
+                                    drop_last=sp_cfg.get("drop_last", False))
+
+    # loader
+    ld_cfg = dict(section.get("loader") or {})
+    _check_keys(ld_cfg, _LOADER_KEYS, f"{where}.loader")
+    num_workers = ld_cfg.get("num_workers", 0)
+    if num_workers < 0:
+        raise ConfigError(f"config key '{where}.loader.num_workers' expects an integer >= 0, "
+                          f"got {num_workers}")
+    rank = sampler.local_rank
+    loader = ImageDataLoader(
+        dataset, sampler, places=_places(device), num_workers=num_workers,
+        use_shared_memory=ld_cfg.get("use_shared_memory", True),
+        worker_init_fn=functools.partial(seed_worker, seed, rank))
+    logger.info(f"{mode} data: {len(dataset)} images from {dataset.cls_label_path}, "
+                f"{len(loader)} batches of {batch_size} per card on {sampler.nranks} card(s)")
+    return loader

@@ -1,0 +1,377 @@
+"""The transform ops a PaddleClas ``transform_ops`` list names, registered under those names.
+
+Every op is a callable ``op(img, rng=None) -> img``. Between ops an image is a numpy array
+(``[H, W, C]`` ``uint8`` until ``NormalizeImage`` makes it ``float32``); a PIL image is accepted
+as input too. Random ops draw only from ``rng`` (a ``numpy.random.Generator``, or anything with
+``random()``, ``uniform(a, b)`` and ``permutation(n)``), so the dataset can make augmentation a
+function of (seed, epoch, sample index); without ``rng`` they use numpy's global generator.
+
+Sizes given as a pair are ``[width, height]``, as in PaddleClas. Resizing is PIL's
+(``backend: pil``, the default) or OpenCV's (``backend: cv2``, only when ``cv2`` is importable).
+"""
+
+import math
+
+import numpy as np
+from PIL import Image
+
+from ppcls.utils.errors import ConfigError, DataError
+from ppcls.utils.registry import Registry
+
+from .decode import _to_rgb, decode_image
+
+OPS = Registry("transform op")
+
+_PIL_METHODS = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "box": Image.Resampling.BOX,
+    "lanczos": Image.Resampling.LANCZOS,
+    "hamming": Image.Resampling.HAMMING,
+}
+_CV2_METHODS = ("nearest", "bilinear", "area", "bicubic", "lanczos")
+# "random": each call picks bilinear or bicubic with equal chance (the MobileNeXt training recipe).
+_RANDOM_CHOICES = ("bilinear", "bicubic")
+
+
+def parse_number(value, key):
+    """A number from YAML: ``0.5``, ``1``, or a string such as ``'1.0/255.0'`` (PaddleClas writes
+    ``scale: 1.0/255.0``). Parsed as at most one division of two decimals; nothing is evaluated."""
+    if isinstance(value, bool):
+        raise ConfigError(f"key '{key}' expects a number, got {value!r}")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        parts = value.replace(" ", "").split("/")
+        try:
+            if len(parts) == 1:
+                return float(parts[0])
+            if len(parts) == 2:
+                den = float(parts[1])
+                if den == 0:
+                    raise ZeroDivisionError
+                return float(parts[0]) / den
+        except (ValueError, ZeroDivisionError):
+            pass
+    raise ConfigError(f"key '{key}' expects a number or a fraction like '1.0/255.0', got {value!r}")
+
+
+def _pair(value, key):
+    """``224`` -> ``(224, 224)``; ``[w, h]`` -> ``(w, h)``; positive integers only."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value, value)
+    if (isinstance(value, (list, tuple)) and len(value) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
+        return int(value[0]), int(value[1])
+    raise ConfigError(f"key '{key}' expects a positive integer or [width, height], got {value!r}")
+
+
+def _range(value, key, positive=False):
+    if (isinstance(value, (list, tuple)) and len(value) == 2):
+        lo, hi = (parse_number(v, key) for v in value)
+        if lo <= hi and (lo > 0 or not positive and lo >= 0):
+            return lo, hi
+    raise ConfigError(f"key '{key}' expects [low, high] with 0 {'<' if positive else '<='} low <= high, "
+                      f"got {value!r}")
+
+
+def _rng(rng):
+    return np.random if rng is None else rng
+
+
+def _as_array(img):
+    if isinstance(img, Image.Image):
+        return np.array(_to_rgb(img) if img.mode not in ("RGB", "L") else img)
+    if isinstance(img, np.ndarray):
+        return img
+    raise DataError(f"expected a decoded image (numpy array or PIL image), got {type(img).__name__}: "
+                    "put DecodeImage first in transform_ops")
+
+
+def _hw(arr):
+    if arr.ndim not in (2, 3):
+        raise DataError(f"expected an image array [H, W] or [H, W, C], got shape {arr.shape}")
+    return arr.shape[0], arr.shape[1]
+
+
+def _import_cv2():
+    try:
+        import cv2
+    except ImportError:
+        return None
+    return cv2
+
+
+class _Resizer:
+    """Resize (optionally a ``box`` of) an image with the configured backend and interpolation."""
+
+    def __init__(self, interpolation, backend):
+        if backend not in ("pil", "cv2"):
+            raise ConfigError(f"key 'backend' expects 'pil' or 'cv2', got {backend!r}")
+        if backend == "cv2" and _import_cv2() is None:
+            raise ConfigError("key 'backend' is 'cv2' but OpenCV is not installed "
+                              "(pip install opencv-python-headless), or use backend: pil")
+        known = tuple(_PIL_METHODS) if backend == "pil" else _CV2_METHODS
+        interpolation = "bilinear" if interpolation is None else interpolation
+        if interpolation != "random" and interpolation not in known:
+            raise ConfigError(f"key 'interpolation' expects one of {', '.join(known + ('random',))} "
+                              f"for backend {backend}, got {interpolation!r}")
+        self.backend = backend
+        self.interpolation = interpolation
+
+    def __call__(self, arr, size, rng, box=None):
+        """``arr`` resized to ``size`` = (w, h); ``box`` = (left, top, right, bottom) crops first."""
+        method = self.interpolation
+        if method == "random":
+            method = _RANDOM_CHOICES[int(_rng(rng).random() * len(_RANDOM_CHOICES))]
+        if self.backend == "pil":
+            img = Image.fromarray(arr)
+            return np.asarray(img.resize(size, _PIL_METHODS[method], box=box))
+        cv2 = _import_cv2()
+        if box is not None:
+            left, top, right, bottom = box
+            arr = arr[top:bottom, left:right]
+        flag = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA,
+                "bicubic": cv2.INTER_CUBIC, "lanczos": cv2.INTER_LANCZOS4}[method]
+        out = cv2.resize(np.ascontiguousarray(arr), size, interpolation=flag)
+        return out[:, :, None] if arr.ndim == 3 and out.ndim == 2 else out
+
+
+@OPS.register
+class DecodeImage:
+    """File path or bytes -> ``[H, W, 3]`` ``uint8`` RGB (``to_rgb: False`` gives BGR, the channel
+    order OpenCV-based pipelines expect); ``channel_first: True`` gives ``[3, H, W]``."""
+
+    def __init__(self, to_rgb=True, channel_first=False):
+        for key, value in (("to_rgb", to_rgb), ("channel_first", channel_first)):
+            if not isinstance(value, bool):
+                raise ConfigError(f"key '{key}' expects true/false, got {value!r}")
+        self.to_rgb = to_rgb
+        self.channel_first = channel_first
+
+    def __call__(self, src, rng=None):
+        if isinstance(src, np.ndarray):
+            arr = src
+        elif isinstance(src, Image.Image):
+            arr = np.array(_to_rgb(src))
+        else:
+            arr = decode_image(src)
+        if not self.to_rgb:
+            arr = np.ascontiguousarray(arr[:, :, ::-1])
+        if self.channel_first:
+            arr = np.ascontiguousarray(arr.transpose(2, 0, 1))
+        return arr
+
+
+@OPS.register
+class ResizeImage:
+    """Resize to ``size`` ([w, h] or a square), or so the short side is ``resize_short``
+    (the long side scaled by the same factor and rounded, as PaddleClas does)."""
+
+    def __init__(self, size=None, resize_short=None, interpolation=None, backend="pil"):
+        if (size is None) == (resize_short is None):
+            raise ConfigError("give exactly one of the keys 'size' and 'resize_short'")
+        self.size = _pair(size, "size") if size is not None else None
+        if resize_short is not None and (not isinstance(resize_short, int) or isinstance(resize_short, bool)
+                                         or resize_short <= 0):
+            raise ConfigError(f"key 'resize_short' expects a positive integer, got {resize_short!r}")
+        self.resize_short = resize_short
+        self.resizer = _Resizer(interpolation, backend)
+
+    def target_size(self, h, w):
+        if self.size is not None:
+            return self.size
+        percent = self.resize_short / min(w, h)
+        return max(1, int(round(w * percent))), max(1, int(round(h * percent)))
+
+    def __call__(self, img, rng=None):
+        arr = _as_array(img)
+        h, w = _hw(arr)
+        return self.resizer(arr, self.target_size(h, w), rng)
+
+
+@OPS.register
+class CropImage:
+    """Center crop to ``size`` ([w, h] or a square); an image smaller than that is an error."""
+
+    def __init__(self, size):
+        self.size = _pair(size, "size")
+
+    def __call__(self, img, rng=None):
+        arr = _as_array(img)
+        h, w = _hw(arr)
+        cw, ch = self.size
+        if cw > w or ch > h:
+            raise DataError(f"CropImage: image is {w}x{h} (w x h), smaller than the crop {cw}x{ch}; "
+                            "resize it first (ResizeImage)")
+        top, left = (h - ch) // 2, (w - cw) // 2
+        return arr[top:top + ch, left:left + cw]
+
+
+@OPS.register
+class RandCropImage:
+    """Random-resized crop (Inception style): a box of ``scale`` times the image area with
+    aspect ratio (w/h) in ``ratio`` (uniform, or log-uniform with ``use_log_aspect``), at a
+    random place, resized to ``size``. Up to ten tries for a box that fits; else the largest
+    centred box whose ratio is in range. ``interpolation: random`` picks bilinear or bicubic
+    per call."""
+
+    def __init__(self, size, scale=None, ratio=None, interpolation=None, use_log_aspect=False,
+                 backend="pil"):
+        self.size = _pair(size, "size")
+        self.scale = _range([0.08, 1.0] if scale is None else scale, "scale", positive=True)
+        self.ratio = _range([3.0 / 4.0, 4.0 / 3.0] if ratio is None else ratio, "ratio", positive=True)
+        if not isinstance(use_log_aspect, bool):
+            raise ConfigError(f"key 'use_log_aspect' expects true/false, got {use_log_aspect!r}")
+        self.use_log_aspect = use_log_aspect
+        self.resizer = _Resizer(interpolation, backend)
+
+    def box(self, h, w, rng):
+        """The crop box (left, top, right, bottom) for an ``h`` x ``w`` image."""
+        rng = _rng(rng)
+        area = h * w
+        lo, hi = self.ratio
+        for _ in range(10):
+            target = area * rng.uniform(*self.scale)
+            if self.use_log_aspect:
+                aspect = math.exp(rng.uniform(math.log(lo), math.log(hi)))
+            else:
+                aspect = rng.uniform(lo, hi)
+            cw = int(round(math.sqrt(target * aspect)))
+            ch = int(round(math.sqrt(target / aspect)))
+            if 0 < cw <= w and 0 < ch <= h:
+                left = min(int(rng.random() * (w - cw + 1)), w - cw)
+                top = min(int(rng.random() * (h - ch + 1)), h - ch)
+                return left, top, left + cw, top + ch
+        in_ratio = w / h
+        if in_ratio < lo:
+            cw, ch = w, max(1, min(h, int(round(w / lo))))
+        elif in_ratio > hi:
+            cw, ch = max(1, min(w, int(round(h * hi)))), h
+        else:
+            cw, ch = w, h
+        left, top = (w - cw) // 2, (h - ch) // 2
+        return left, top, left + cw, top + ch
+
+    def __call__(self, img, rng=None):
+        arr = _as_array(img)
+        h, w = _hw(arr)
+        return self.resizer(arr, self.size, rng, box=self.box(h, w, rng))
+
+
+@OPS.register
+class RandFlipImage:
+    """Flip with probability 0.5: ``flip_code`` 1 horizontal, 0 vertical, -1 both."""
+
+    def __init__(self, flip_code=1):
+        if flip_code not in (-1, 0, 1) or isinstance(flip_code, bool):
+            raise ConfigError(f"key 'flip_code' expects 1 (horizontal), 0 (vertical) or -1 (both), "
+                              f"got {flip_code!r}")
+        self.flip_code = flip_code
+
+    def __call__(self, img, rng=None):
+        arr = _as_array(img)
+        if _rng(rng).random() >= 0.5:
+            return arr
+        axes = {1: (1,), 0: (0,), -1: (0, 1)}[self.flip_code]
+        return np.ascontiguousarray(np.flip(arr, axis=axes))
+
+
+@OPS.register
+class ColorJitter:
+    """Random brightness, contrast, saturation (factors uniform in [max(0, 1 - x), 1 + x]) and hue
+    (shift uniform in [-hue, hue], hue <= 0.5), applied in a random order with probability
+    ``prob``; the adjustments are paddle.vision's functional ops on PIL images."""
+
+    def __init__(self, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0, prob=1.0):
+        self.factors = {}
+        for key, value in (("brightness", brightness), ("contrast", contrast),
+                           ("saturation", saturation), ("hue", hue)):
+            value = parse_number(value, key)
+            if value < 0 or (key == "hue" and value > 0.5):
+                raise ConfigError(f"key '{key}' expects a number in [0, {'0.5' if key == 'hue' else 'inf'}), "
+                                  f"got {value!r}")
+            self.factors[key] = value
+        self.prob = parse_number(prob, "prob")
+        if not 0 <= self.prob <= 1:
+            raise ConfigError(f"key 'prob' expects a probability in [0, 1], got {prob!r}")
+
+    def __call__(self, img, rng=None):
+        from paddle.vision.transforms import functional as F
+
+        rng = _rng(rng)
+        arr = _as_array(img)
+        if self.prob < 1 and rng.random() >= self.prob:
+            return arr
+        adjust = {"brightness": F.adjust_brightness, "contrast": F.adjust_contrast,
+                  "saturation": F.adjust_saturation, "hue": F.adjust_hue}
+        names = list(self.factors)
+        pil = Image.fromarray(arr)
+        for i in rng.permutation(len(names)):
+            key = names[int(i)]
+            x = self.factors[key]
+            if x == 0:
+                continue
+            factor = rng.uniform(-x, x) if key == "hue" else rng.uniform(max(0.0, 1 - x), 1 + x)
+            pil = adjust[key](pil, factor)
+        return np.asarray(pil)
+
+
+@OPS.register
+class NormalizeImage:
+    """``(img * scale - mean) / std`` per channel, as float32 (float16 with ``output_fp16``).
+    ``order``: layout of the input, '' or 'hwc' for [H, W, C] (straight after decoding),
+    'chw' (PaddleClas's default) for [C, H, W]. ``channel_num: 4`` appends a zero channel."""
+
+    def __init__(self, scale=None, mean=None, std=None, order="chw", output_fp16=False, channel_num=3):
+        self.scale = parse_number("1.0/255.0" if scale is None else scale, "scale")
+        mean = [0.485, 0.456, 0.406] if mean is None else mean
+        std = [0.229, 0.224, 0.225] if std is None else std
+        for key, value in (("mean", mean), ("std", std)):
+            if not isinstance(value, (list, tuple)) or len(value) != 3:
+                raise ConfigError(f"key '{key}' expects a list of 3 numbers (one per channel), got {value!r}")
+        mean = np.array([parse_number(v, "mean") for v in mean], dtype=np.float32)
+        std = np.array([parse_number(v, "std") for v in std], dtype=np.float32)
+        if np.any(std == 0):
+            raise ConfigError(f"key 'std' must not contain 0, got {std.tolist()}")
+        if order not in ("", "hwc", "chw"):
+            raise ConfigError(f"key 'order' expects '' or 'hwc' (input [H, W, C]) or 'chw', got {order!r}")
+        if channel_num not in (3, 4) or isinstance(channel_num, bool):
+            raise ConfigError(f"key 'channel_num' expects 3 or 4, got {channel_num!r}")
+        if not isinstance(output_fp16, bool):
+            raise ConfigError(f"key 'output_fp16' expects true/false, got {output_fp16!r}")
+        self.chw = order == "chw"
+        shape = (3, 1, 1) if self.chw else (1, 1, 3)
+        self.mean = mean.reshape(shape)
+        self.std = std.reshape(shape)
+        self.output_fp16 = output_fp16
+        self.channel_num = channel_num
+
+    def __call__(self, img, rng=None):
+        arr = _as_array(img)
+        axis = 0 if self.chw else 2
+        if arr.ndim != 3 or arr.shape[axis] != 3:
+            layout = "[3, H, W] (order: chw)" if self.chw else "[H, W, 3] (order: '')"
+            raise DataError(f"NormalizeImage expects an image of shape {layout}, got {arr.shape}; "
+                            "check its 'order' key and where ToCHWImage stands")
+        out = (arr.astype(np.float32) * np.float32(self.scale) - self.mean) / self.std
+        if self.channel_num == 4:
+            pad_shape = list(out.shape)
+            pad_shape[axis] = 1
+            out = np.concatenate([out, np.zeros(pad_shape, np.float32)], axis=axis)
+        return out.astype(np.float16 if self.output_fp16 else np.float32)
+
+
+@OPS.register
+class ToCHWImage:
+    """[H, W, C] -> [C, H, W] (a grayscale [H, W] array becomes [1, H, W])."""
+
+    def __init__(self):
+        pass
+
+    def __call__(self, img, rng=None):
+        arr = _as_array(img)
+        if arr.ndim == 2:
+            arr = arr[:, :, None]
+        return np.ascontiguousarray(arr.transpose(2, 0, 1))
