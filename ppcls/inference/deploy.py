@@ -1,0 +1,148 @@
+"""``deploy/python/predict_cls.py``: classify images with an exported model.
+
+The config (``deploy/configs/inference_cls.yaml``) has PaddleClas's deployment sections:
+
+- ``Global``: ``infer_imgs`` (file or folder), ``inference_model_dir``, ``batch_size``,
+  ``use_gpu``, ``gpu_mem``, ``enable_mkldnn``, ``cpu_num_threads``, ``ir_optim``,
+  ``use_tensorrt``, ``use_fp16``, ``benchmark`` (or ``enable_benchmark``), ``warmup_iters``,
+  ``use_onnx``;
+- ``PreProcess.transform_ops``: the ops applied to each decoded RGB image (the ppcls ops);
+- ``PostProcess.Topk``: ``topk``, ``class_id_map_file``.
+
+A section (or the label file) the config leaves out is taken from the export's
+``inference.yml``, so ``-o Global.inference_model_dir=...`` alone is enough for a model
+exported by ``tools/export_model.py``. When that export has no softmax appended
+(``export_softmax: False``), scores are made probabilities here.
+
+Output, one line per image::
+
+    FILE:\tclass id(s): [...], score(s): [...], label_name(s): [...]
+
+with scores rounded to 2 decimals. Unreadable images: one ``Error:`` line each on stderr, the
+others are still predicted, exit code 1.
+"""
+
+import io
+import os
+
+from ppcls.inference.benchmark import StageTimer
+from ppcls.inference.export import read_inference_yml
+from ppcls.inference.images import ImageBatches, list_images
+from ppcls.inference.postprocess import build_postprocess, softmax
+from ppcls.inference.predictor import create_predictor
+from ppcls.utils import logger
+from ppcls.utils.errors import ConfigError
+
+DEFAULT_WARMUP_BENCHMARK = 2
+
+
+def format_result(result):
+    """A result dict as predict_cls prints it."""
+    scores = [round(float(s), 2) for s in result["scores"]]
+    return (f"{result['file_name']}:\tclass id(s): {result['class_ids']}, score(s): {scores}, "
+            f"label_name(s): {result.get('label_names', [])}")
+
+
+def _sections(cfg, record, model_dir):
+    """``(transform_ops, postprocess section, output_is_softmax)`` from the config and inference.yml."""
+    record = record or {}
+    pre = cfg.get("PreProcess") or record.get("PreProcess")
+    if not pre:
+        raise ConfigError(f"the config has no PreProcess section and {model_dir} has no "
+                          "inference.yml to take it from")
+    if not isinstance(pre, dict) or not isinstance(pre.get("transform_ops"), list):
+        raise ConfigError(f"PreProcess: expected 'transform_ops: [ops]', got {pre!r}")
+    post = cfg.get("PostProcess")
+    recorded = dict((record.get("PostProcess") or {}).get("Topk") or {})
+    if recorded.get("class_id_map_file"):
+        recorded["class_id_map_file"] = os.path.join(model_dir, recorded["class_id_map_file"])
+    if post is None:
+        post = {"Topk": recorded} if recorded else None
+    elif isinstance(post, dict) and isinstance(post.get("Topk"), dict):
+        topk = dict(post["Topk"])
+        if topk.get("class_id_map_file") is None and recorded.get("class_id_map_file"):
+            topk["class_id_map_file"] = recorded["class_id_map_file"]
+        post = dict(post, Topk=topk)
+    is_softmax = (record.get("Global") or {}).get("export_softmax", True)
+    return pre["transform_ops"], post, is_softmax
+
+
+def _describe(g, predictor):
+    info = {"model_dir": g.get("inference_model_dir"), "backend": predictor.backend,
+            "batch_size": g.get("batch_size", 1)}
+    config = getattr(predictor, "config", None)
+    if config is not None:
+        info.update(device="gpu" if config.use_gpu() else "cpu",
+                    enable_mkldnn=config.mkldnn_enabled(),
+                    cpu_num_threads=config.cpu_math_library_num_threads(),
+                    ir_optim=config.ir_optim(),
+                    precision="fp16" if g.get("use_fp16") and config.tensorrt_engine_enabled() else "fp32",
+                    inference_config=config)
+    else:
+        info.update(device="cpu", cpu_num_threads=g.get("cpu_num_threads"), precision="fp32")
+    return info
+
+
+def predict_cls(cfg, emit=print):
+    """Classify ``Global.infer_imgs``; ``emit`` one formatted line per image.
+
+    Returns ``(results, exit_code)``: PaddleClas result dicts in file order (scores at 5
+    decimals), and 0 when every image was predicted, 1 when some could not be read.
+    """
+    from ppcls.data.preprocess import create_operators, decode_image, transform
+
+    g = cfg.get("Global") or {}
+    for key in ("infer_imgs", "inference_model_dir"):
+        if g.get(key) is None:
+            raise ConfigError(f"Global.{key} is missing")
+    model_dir = g["inference_model_dir"]
+    paths = list_images(g["infer_imgs"], key="Global.infer_imgs")
+    if not os.path.isdir(model_dir):
+        raise ConfigError(f"Global.inference_model_dir: no such folder: {model_dir}")
+    op_list, post, is_softmax = _sections(cfg, read_inference_yml(model_dir), model_dir)
+    ops = create_operators(op_list, where="PreProcess.transform_ops")
+    postprocess = build_postprocess(post, key="PostProcess")
+    predictor = create_predictor(g)
+
+    benchmark = bool(g.get("benchmark") or g.get("enable_benchmark"))
+    warmup = g.get("warmup_iters", DEFAULT_WARMUP_BENCHMARK if benchmark else 0)
+    timer = StageTimer(_describe(g, predictor)) if benchmark else None
+
+    def load(path):
+        return transform(decode_image(path), ops)
+
+    batch_size = g.get("batch_size", 1)
+    if warmup:  # on the first readable batch, untimed (its errors are reported by the real pass)
+        for _, batch in ImageBatches(paths, load, batch_size=batch_size, stream=io.StringIO()):
+            for _ in range(warmup):
+                predictor.run(batch)
+            break
+    batches = ImageBatches(paths, load, batch_size=batch_size)
+    results = []
+    iterator = iter(batches)
+    while True:
+        if timer:
+            timer.start()
+        try:
+            names, batch = next(iterator)
+        except StopIteration:
+            break
+        if timer:
+            timer.info.setdefault("input_shape", list(batch.shape[1:]))
+            timer.stamp()
+        scores = predictor.run(batch)
+        if timer:
+            timer.stamp()
+        if not is_softmax:
+            scores = softmax(scores)
+        batch_results = postprocess(scores, names)
+        if timer:
+            timer.end(len(names))
+        for result in batch_results:
+            emit(format_result(result))
+            results.append(result)
+    if timer and results:
+        timer.report()
+    elif timer:
+        logger.warning("benchmark: no image could be read, nothing to report")
+    return results, batches.exit_code()
