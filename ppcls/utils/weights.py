@@ -1,0 +1,342 @@
+"""Weight files, kept apart from the model: read, map names, check against a model, load, save.
+
+Formats
+-------
+- ours = PaddleClas ``.pdparams``: a pickled ``{name: array}`` (``paddle.save``) whose names
+  are exactly ``model.state_dict()``'s, e.g. ``features.1.conv.4._mean`` and
+  ``classifier.1.weight`` stored ``[in, out]``.
+- ``.safetensors``: the same names and layout (``safetensors.numpy``).
+- official PyTorch state_dicts (read by ``tools/convert_weights.py``, the only place that
+  needs torch): bare, or under ``state_dict`` / ``model``, with or without ``module.``
+  prefixes. :func:`torch_state_dict_to_paddle` maps them by name alone: ``running_mean`` ->
+  ``_mean``, ``running_var`` -> ``_variance``, ``num_batches_tracked`` dropped and Linear
+  weights (the 2-D ``.weight`` tensors, here ``classifier.1.weight``) transposed to
+  ``[in, out]``.
+
+A checkpoint that does not fit the model is refused whole, with one :class:`CheckpointError`
+that lists the missing keys, the unexpected keys and the shape differences; nothing is loaded
+partially.
+"""
+
+import os
+
+import numpy as np
+
+from ppcls.utils.errors import CheckpointError
+
+SUFFIXES = (".pdparams", ".safetensors")
+TORCH_SUFFIXES = (".pth", ".pth.tar", ".pt", ".tar", ".bin")
+# Keys that wrap the real state_dict in training checkpoints (official repo, timm, ...).
+WRAPPER_KEYS = ("state_dict", "model")
+# Bookkeeping entry ``paddle.save(layer.state_dict())`` adds; not a tensor.
+_PADDLE_NAME_MAP_KEY = "StructuredToParameterName@@"
+# How many names of each kind a mismatch message lists before it says "and N more".
+LIST_LIMIT = 12
+# Names of the classification head, which fine-tuning with another class_num replaces.
+HEAD_PREFIXES = ("classifier.",)
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def resolve_path(path):
+    """The weight file ``path`` names: as given, or with ``.pdparams`` / ``.safetensors`` added.
+
+    PaddleClas users pass ``Global.pretrained_model=output/x/best_model`` (no suffix).
+    """
+    if path is True:
+        raise CheckpointError("pretrained=True: weights cannot be downloaded here; pass the path "
+                              "of a .pdparams or .safetensors file instead (e.g. "
+                              "Arch.pretrained=./MobileNeXt_x1_0_pretrained.pdparams)")
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise CheckpointError(f"pretrained weights: expected a file path, got {path!r}")
+    path = os.fspath(path)
+    if os.path.isfile(path):
+        return path
+    tried = [path]
+    if not path.endswith(SUFFIXES):
+        for suffix in SUFFIXES:
+            candidate = path + suffix
+            if os.path.isfile(candidate):
+                return candidate
+            tried.append(candidate)
+    if os.path.isdir(path):
+        raise CheckpointError(f"weight file {path} is a directory; expected a .pdparams or "
+                              ".safetensors file")
+    also = f" (also tried {', '.join(tried[1:])})" if len(tried) > 1 else ""
+    raise CheckpointError(f"weight file not found: {path}{also}")
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _to_numpy(value, path, key):
+    if isinstance(value, np.ndarray):
+        return value
+    if hasattr(value, "numpy"):  # paddle.Tensor
+        return np.asarray(value.numpy())
+    if isinstance(value, (int, float, np.number)):
+        return np.asarray(value)
+    raise CheckpointError(f"{path}: entry '{key}' is a {type(value).__name__}, not a tensor")
+
+
+def unwrap_state_dict(obj, source="checkpoint"):
+    """The bare ``{name: tensor}`` inside a checkpoint: under ``state_dict`` / ``model`` if
+    wrapped, with ``module.`` prefixes (DataParallel / DDP) stripped."""
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{source}: expected a state_dict (a mapping of names to tensors), "
+                              f"got {type(obj).__name__}")
+    for key in WRAPPER_KEYS:
+        if isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    state = {}
+    for name, value in obj.items():
+        if name == _PADDLE_NAME_MAP_KEY:
+            continue
+        if not isinstance(name, str):
+            raise CheckpointError(f"{source}: key {name!r} is not a parameter name")
+        while name.startswith("module."):
+            name = name[len("module."):]
+        state[name] = value
+    if not state:
+        raise CheckpointError(f"{source}: the state_dict is empty")
+    return state
+
+
+def read_state_dict(path):
+    """``{name: np.ndarray}`` from a ``.pdparams`` or ``.safetensors`` file, names as stored."""
+    path = resolve_path(path)
+    if path.endswith(".safetensors"):
+        try:
+            from safetensors.numpy import load_file
+        except ImportError:
+            raise CheckpointError(f"{path}: reading .safetensors needs the 'safetensors' package "
+                                  "(pip install safetensors)") from None
+        try:
+            raw = load_file(path)
+        except Exception as err:  # the library raises its own error types for bad files
+            raise CheckpointError(f"{path} is not a readable .safetensors file: "
+                                  f"{_one_line(err)}") from None
+    else:
+        import paddle
+
+        try:
+            raw = paddle.load(path, return_numpy=True)
+        except Exception as err:
+            raise CheckpointError(f"{path} is not a readable .pdparams file (paddle.load failed: "
+                                  f"{_one_line(err)})") from None
+    state = unwrap_state_dict(raw, source=path)
+    return {name: _to_numpy(value, path, name) for name, value in state.items()}
+
+
+def _one_line(err):
+    text = " ".join(str(err).split())
+    return text[:300] + ("..." if len(text) > 300 else "")
+
+
+# --------------------------------------------------------------------------- name mapping
+
+
+def is_torch_naming(state):
+    """Whether ``state`` uses PyTorch BatchNorm names (``running_mean`` ...) rather than Paddle's."""
+    return any(name.endswith((".running_mean", ".running_var", ".num_batches_tracked"))
+               for name in state)
+
+
+def torch_state_dict_to_paddle(state):
+    """Map an official PyTorch MobileNeXt state_dict (``{name: np.ndarray}``) to our names.
+
+    Accepts a bare state_dict or one under ``state_dict`` / ``model``, with or without
+    ``module.`` prefixes. ``running_mean`` -> ``_mean``, ``running_var`` -> ``_variance``,
+    ``num_batches_tracked`` dropped, Linear weights (2-D ``.weight``) transposed from
+    ``[out, in]`` to ``[in, out]``. Returns a new dict; the input is not changed.
+    """
+    out = {}
+    for name, value in unwrap_state_dict(state, source="PyTorch state_dict").items():
+        value = np.asarray(value)
+        if name.endswith(".num_batches_tracked"):
+            continue
+        if name.endswith(".running_mean"):
+            name = name[: -len("running_mean")] + "_mean"
+        elif name.endswith(".running_var"):
+            name = name[: -len("running_var")] + "_variance"
+        elif name.endswith(".weight") and value.ndim == 2:
+            value = np.ascontiguousarray(value.T)
+        out[name] = value
+    return out
+
+
+def to_paddle_names(state):
+    """``state`` in our names, whichever of the two conventions it uses."""
+    return torch_state_dict_to_paddle(state) if is_torch_naming(state) else dict(state)
+
+
+# --------------------------------------------------------------------------- checking
+
+
+def _shape(value):
+    return tuple(int(d) for d in value.shape)
+
+
+def _listing(items, what):
+    items = list(items)
+    shown = ", ".join(items[:LIST_LIMIT])
+    more = f" and {len(items) - LIST_LIMIT} more" if len(items) > LIST_LIMIT else ""
+    return f"{len(items)} {what} ({shown}{more})"
+
+
+def mismatches(expected, state):
+    """``(missing, unexpected, shape_diffs)`` between ``expected`` ``{name: shape}`` and ``state``."""
+    missing = [name for name in expected if name not in state]
+    unexpected = [name for name in state if name not in expected]
+    shape_diffs = [(name, _shape(state[name]), tuple(expected[name]))
+                   for name in expected if name in state and _shape(state[name]) != tuple(expected[name])]
+    return missing, unexpected, shape_diffs
+
+
+def check_state_dict(expected, state, source="checkpoint", target="the model"):
+    """Raise one :class:`CheckpointError` listing every way ``state`` does not fit ``expected``.
+
+    ``expected`` is ``{name: shape}`` (see :func:`expected_shapes`).
+    """
+    missing, unexpected, shape_diffs = mismatches(expected, state)
+    if not (missing or unexpected or shape_diffs):
+        return
+    parts = []
+    if missing:
+        parts.append(_listing(missing, "missing keys"))
+    if unexpected:
+        parts.append(_listing(unexpected, "unexpected keys"))
+    if shape_diffs:
+        parts.append(_listing((f"{n}: checkpoint {list(a)} vs model {list(b)}"
+                               for n, a, b in shape_diffs), "shape differences"))
+    raise CheckpointError(f"{source} does not fit {target}: " + "; ".join(parts))
+
+
+def expected_shapes(model):
+    """``{name: shape}`` of ``model.state_dict()`` (parameters and BN running statistics)."""
+    return {name: tuple(int(d) for d in value.shape) for name, value in model.state_dict().items()}
+
+
+def _describe(model):
+    scale = getattr(model, "scale", None)
+    name = type(model).__name__
+    return f"{name} (width {scale})" if scale is not None else name
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_state_dict(model, state, source="checkpoint", target=None):
+    """Load ``{name: array}`` (either naming) into ``model`` after checking it fits it whole."""
+    state = to_paddle_names(state)
+    expected = expected_shapes(model)
+    check_state_dict(expected, state, source=source, target=target or _describe(model))
+    dtypes = {name: value.dtype for name, value in model.state_dict().items()}
+    import paddle
+
+    model.set_state_dict({name: paddle.to_tensor(np.asarray(state[name])).astype(dtypes[name])
+                          for name in expected})
+    return model
+
+
+def load_pretrained(model, path, skip_mismatched_head=False):
+    """Load weights for ``Arch.pretrained`` / ``Global.pretrained_model`` into ``model``.
+
+    ``path``: a ``.pdparams`` (ours = PaddleClas's) or ``.safetensors`` file, with or without
+    the ``.pdparams`` suffix. ``True`` is refused (nothing can be downloaded). A file in
+    PyTorch naming is mapped as :func:`torch_state_dict_to_paddle` does. Raises
+    :class:`CheckpointError` naming the file when it is missing, unreadable or does not fit.
+
+    ``skip_mismatched_head=True`` is for fine-tuning with another ``class_num``: classifier
+    tensors (``classifier.*``) whose shapes differ are left as initialised, with a warning;
+    everything else must still fit exactly.
+    """
+    path = resolve_path(path)
+    state = to_paddle_names(read_state_dict(path))
+    if skip_mismatched_head:
+        expected = expected_shapes(model)
+        skipped = [name for name, value in state.items()
+                   if name.startswith(HEAD_PREFIXES) and name in expected
+                   and _shape(value) != expected[name]]
+        if skipped:
+            from ppcls.utils import logger
+
+            logger.warning(f"{path}: not loading {', '.join(skipped)} (shape differs from the "
+                           "model's class_num); the classifier starts from its initialisation")
+            model_state = state_dict_numpy(model)
+            state = {**state, **{name: model_state[name] for name in skipped}}
+    return load_state_dict(model, state, source=path)
+
+
+# --------------------------------------------------------------------------- converting
+
+
+def convert_state_dict(state, dst, arch, class_num=None, source="checkpoint"):
+    """Map ``state`` (PyTorch or Paddle naming) to ``arch``'s names, check it fits the built
+    model whole, and write it to ``dst`` (``.pdparams`` or ``.safetensors``).
+
+    ``class_num`` defaults to the checkpoint's own (the length of ``classifier.1.bias``).
+    Nothing is written when the checkpoint does not fit. Returns ``(dst, class_num)``.
+    """
+    from ppcls.arch import build_model
+
+    check_destination(dst)
+    state = to_paddle_names(state)
+    if class_num is None:
+        bias = state.get("classifier.1.bias")
+        class_num = int(bias.shape[0]) if bias is not None and bias.ndim == 1 else 1000
+    model = build_model({"name": arch, "class_num": class_num})
+    check_state_dict(expected_shapes(model), state, source=source,
+                     target=f"{arch} (class_num {class_num})")
+    dtypes = {name: value.dtype for name, value in state_dict_numpy(model).items()}
+    save_state_dict({name: np.asarray(state[name]).astype(dtypes[name], copy=False)
+                     for name in dtypes}, dst)
+    return dst, class_num
+
+
+def check_destination(path):
+    """Refuse a weight file name we cannot write (wrong suffix, a directory) before any work."""
+    path = os.fspath(path)
+    if not path.endswith(SUFFIXES):
+        raise CheckpointError(f"cannot save weights to {path}: the name must end in "
+                              f"{' or '.join(SUFFIXES)}")
+    if os.path.isdir(path):
+        raise CheckpointError(f"cannot save weights to {path}: it is a directory")
+
+
+# --------------------------------------------------------------------------- saving
+
+
+def state_dict_numpy(model):
+    """``model.state_dict()`` as ``{name: np.ndarray}``."""
+    return {name: np.asarray(value.numpy()) for name, value in model.state_dict().items()}
+
+
+def save_state_dict(state, path):
+    """Write ``{name: array or Tensor}`` to ``path``: ``.pdparams`` (``paddle.save``, the
+    PaddleClas format) or ``.safetensors``, by suffix. Atomic: a temp file in the same folder,
+    then ``os.replace``, so an existing file is never left half-written."""
+    path = os.fspath(path)
+    check_destination(path)
+    arrays = {name: np.ascontiguousarray(_to_numpy(value, path, name))
+              for name, value in state.items()}
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}")
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors.numpy import save as to_bytes
+
+            with open(tmp, "wb") as f:  # our own open(): the usual file mode, not 0600
+                f.write(to_bytes(arrays))
+        else:
+            import paddle
+
+            paddle.save(arrays, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path

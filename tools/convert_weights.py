@@ -1,0 +1,88 @@
+"""Convert an official PyTorch MobileNeXt checkpoint or a PaddleClas .pdparams into our weights.
+
+    python tools/convert_weights.py --src mobilenext_1.0.pth.tar \\
+        --dst MobileNeXt_x1_0_pretrained.pdparams --arch MobileNeXt_x1_0
+
+SRC: ``.pth`` / ``.pth.tar`` / ``.pt`` (read with ``torch.load(weights_only=True)``; needs
+torch, and only this tool does) or ``.pdparams`` / ``.safetensors``. DST: ``.pdparams`` or
+``.safetensors``. The result is checked against the built ``--arch`` before anything is written.
+"""
+
+import argparse
+import re
+
+import numpy as np
+
+from ppcls.utils import logger
+from ppcls.utils.cli import run_tool
+from ppcls.utils.errors import CheckpointError
+from ppcls.utils.weights import (SUFFIXES, TORCH_SUFFIXES, check_destination, convert_state_dict,
+                                 read_state_dict, unwrap_state_dict)
+
+
+def read_torch_checkpoint(path):
+    """``{name: np.ndarray}`` from a PyTorch checkpoint, loaded with ``weights_only=True``."""
+    try:
+        import torch
+    except ImportError:
+        raise CheckpointError(f"{path}: reading PyTorch checkpoints needs torch "
+                              "(pip install torch, the CPU build is enough)") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint not found: {path}") from None
+    except Exception as err:
+        raise CheckpointError(f"{path}: torch.load(weights_only=True) cannot read it: "
+                              f"{_torch_reason(err)}") from None
+    state = {}
+    for name, value in unwrap_state_dict(obj, source=path).items():
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"{path}: entry '{name}' is a {type(value).__name__}, not a tensor")
+        value = value.detach().cpu()
+        if value.is_floating_point() and value.dtype not in (torch.float16, torch.float32, torch.float64):
+            value = value.float()  # bfloat16 and friends have no numpy dtype
+        state[name] = np.asarray(value.numpy())
+    return state
+
+
+def _torch_reason(err):
+    """The useful part of a ``torch.load`` error, on one line."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))
+    found = re.search(r"WeightsUnpickler error:\s*(.*?)\s*(?:Check the documentation|$)", text, re.S)
+    if found:
+        reason = " ".join(found.group(1).split())
+        if "Unsupported global" in reason:
+            reason = reason.split(". ")[0]
+            return (f"{reason[:200]}; the file holds Python objects besides tensors; if you trust "
+                    "it, re-save just its weights: torch.save(torch.load(SRC, weights_only=False)"
+                    "['state_dict'], 'weights.pth')")
+        return f"not a PyTorch checkpoint ({reason[:200]})"
+    return " ".join(text.split())[:300]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--src", required=True,
+                        help="official PyTorch checkpoint (.pth, .pth.tar, .pt) or .pdparams")
+    parser.add_argument("--dst", required=True, help="output weights (.pdparams or .safetensors)")
+    parser.add_argument("--arch", required=True, help="model name, e.g. MobileNeXt_x1_0")
+    parser.add_argument("--class_num", type=int, default=None,
+                        help="classes of the checkpoint's head (default: read from the checkpoint)")
+    args = parser.parse_args(argv)
+
+    check_destination(args.dst)
+    if args.src.endswith(SUFFIXES):
+        state = read_state_dict(args.src)
+    elif args.src.endswith(TORCH_SUFFIXES):
+        state = read_torch_checkpoint(args.src)
+    else:
+        raise CheckpointError(f"--src {args.src}: unknown checkpoint type; expected one of "
+                              f"{', '.join(TORCH_SUFFIXES + SUFFIXES)}")
+    dst, class_num = convert_state_dict(state, args.dst, args.arch, args.class_num, source=args.src)
+    logger.info(f"converted {args.src} -> {dst} ({args.arch}, class_num {class_num}, "
+                f"{len(state)} tensors read)")
+    return 0
+
+
+if __name__ == "__main__":
+    run_tool(main)
