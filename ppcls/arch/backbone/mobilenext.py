@@ -72,7 +72,8 @@ class SandglassBlock(nn.Layer):
 
     The shortcut (the fourth variant is a ``full`` block with it) is used when the block keeps
     resolution and width and is not the single block of its stage. With
-    ``identity_tensor_multiplier`` m < 1 it adds to the first ``round(C * m)`` channels only.
+    ``identity_tensor_multiplier`` m < 1 it adds to the first ``int(C * m)`` channels only (the
+    official ``C // identity_div`` for m = 1 / identity_div).
     """
 
     def __init__(self, in_ch, out_ch, stride, reduction, single_in_stage=False,
@@ -100,7 +101,8 @@ class SandglassBlock(nn.Layer):
 
         self.use_shortcut = (stride == 1 and in_ch == out_ch and reduction != 2
                              and not single_in_stage)
-        self.identity_channels = int(round(in_ch * identity_tensor_multiplier))
+        # Floor, as the official C // div; the epsilon keeps e.g. 90 * 0.7 from flooring to 62.
+        self.identity_channels = int(in_ch * identity_tensor_multiplier + 1e-6)
 
     def forward(self, x):
         out = self.conv(x)
