@@ -92,6 +92,8 @@ def predict_cls(cfg, emit=print):
     from ppcls.data.preprocess import create_operators, decode_image, transform
 
     g = cfg.get("Global") or {}
+    if g.get("save_log_path"):
+        logger.init_logger(g["save_log_path"])  # the log (and benchmark report) also goes there
     for key in ("infer_imgs", "inference_model_dir"):
         if g.get(key) is None:
             raise ConfigError(f"Global.{key} is missing")
