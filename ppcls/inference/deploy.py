@@ -101,7 +101,9 @@ def predict_cls(cfg, emit=print):
     paths = list_images(g["infer_imgs"], key="Global.infer_imgs")
     if not os.path.isdir(model_dir):
         raise ConfigError(f"Global.inference_model_dir: no such folder: {model_dir}")
-    op_list, post, is_softmax = _sections(cfg, read_inference_yml(model_dir), model_dir)
+    record = read_inference_yml(model_dir)
+    op_list, post, is_softmax = _sections(cfg, record, model_dir)
+    exported_shape = ((record or {}).get("Global") or {}).get("image_shape")
     ops = create_operators(op_list, where="PreProcess.transform_ops")
     postprocess = build_postprocess(post, key="PostProcess")
     predictor = create_predictor(g)
@@ -129,6 +131,11 @@ def predict_cls(cfg, emit=print):
             names, batch = next(iterator)
         except StopIteration:
             break
+        if exported_shape and list(batch.shape[1:]) != list(exported_shape):
+            logger.warning(f"the preprocessed input is {list(batch.shape[1:])}, the model was exported "
+                           f"for {exported_shape} (Global.image_shape in its inference.yml): check "
+                           f"PreProcess.transform_ops")
+            exported_shape = None  # once
         if timer:
             timer.info.setdefault("input_shape", list(batch.shape[1:]))
             timer.stamp()
