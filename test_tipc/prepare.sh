@@ -38,6 +38,7 @@ tipc_get device_value 5 "*Global.device" device_key
 tipc_get output_value 8 "*output_dir" output_key
 tipc_get batch_value 9 "*batch_size" batch_key
 tipc_get epoch_value 7 "*epochs" epoch_key
+tipc_get train_param_value1 13 "*" train_param_key1
 tipc_get norm_train 16 norm_train
 tipc_get pretrained_model_path 36 pretrained_model_path
 
@@ -75,9 +76,13 @@ case "${MODE}" in
         fi
         # a short local training run on the lite set stands in for the published weights
         if tipc_has_gpu "${python}"; then device="${device_value}"; else device="cpu"; fi
-        work_dir="$(mktemp -d "${ROOT}/test_tipc/.weights_run.XXXXXX")"
+        mkdir -p "${ROOT}/test_tipc/output"
+        work_dir="$(mktemp -d "${ROOT}/test_tipc/output/weights_run.XXXXXX")"
+        # the lite_train_lite_infer schedule
         batch="$(tipc_mode_value "${batch_value}" lite_train_lite_infer)"
-        cmd="${python} ${norm_train} $(tipc_param "${device_key}" "${device}") $(tipc_param "${epoch_key}" 1) $(tipc_param "${batch_key}" "${batch}") $(tipc_param "${output_key}" "${work_dir}")"
+        epochs="$(tipc_mode_value "${epoch_value}" lite_train_lite_infer)"
+        param1="$(tipc_mode_value "${train_param_value1}" lite_train_lite_infer)"
+        cmd="${python} ${norm_train} $(tipc_param "${device_key}" "${device}") $(tipc_param "${epoch_key}" "${epochs}") $(tipc_param "${batch_key}" "${batch}") $(tipc_param "${train_param_key1}" "${param1}") $(tipc_param "${output_key}" "${work_dir}")"
         echo "Making ${weights} by a short training run: ${cmd}"
         if ! eval "${cmd}" > "${work_dir}/train.log" 2>&1; then
             tail -n 5 "${work_dir}/train.log" >&2

@@ -87,6 +87,7 @@ if [[ $# -eq 3 ]]; then
 fi
 
 LOG_PATH="./test_tipc/output/${model_name}/${MODE}"
+rm -rf "${LOG_PATH}"  # each run starts afresh: its logs and outputs only
 mkdir -p "${LOG_PATH}" || exit 2
 RESULTS="${ROOT}/${LOG_PATH#./}/results_python.log"  # absolute: inference runs in deploy/
 : > "${RESULTS}"

@@ -1,0 +1,174 @@
+"""The TIPC harness: its config format, its failure reporting and its result lines.
+
+The full `lite_train_lite_infer` run is in scripts/test.sh (after the unit tests); these tests
+run only the small `whole_infer` mode on copies of the config, so a broken step is cheap.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import uuid
+
+import pytest
+
+from conftest import ROOT
+
+CONFIG = os.path.join(ROOT, "test_tipc", "configs", "MobileNeXt", "MobileNeXt_100_train_infer_python.txt")
+SCRIPT = os.path.join(ROOT, "test_tipc", "test_train_inference_python.sh")
+RESULT_LINE = re.compile(r"^Run (successfully|failed) with command - (\S+) - (.+)!$")
+
+# The positional key of every line, as PaddleClas TIPC configs have them ("=" = section header).
+EXPECTED_KEYS = [
+    "=train_params", "model_name", "python", "gpu_list", "-o Global.device", "-o Global.auto_cast",
+    "-o Global.epochs", "-o Global.output_dir", "-o DataLoader.Train.sampler.batch_size",
+    "-o Global.pretrained_model", "train_model_name", "train_infer_img_dir",
+    "-o Optimizer.lr.warmup_epoch", "##",
+    "trainer", "norm_train", "pact_train", "fpgm_train", "distill_train", "null", "null", "##",
+    "=eval_params", "eval", "null", "##",
+    "=infer_params", "-o Global.save_inference_dir", "-o Global.pretrained_model", "norm_export",
+    "quant_export", "fpgm_export", "distill_export", "kl_quant", "export2", "pretrained_model_path",
+    "infer_model", "infer_export", "infer_quant", "inference", "-o Global.use_gpu",
+    "-o Global.enable_mkldnn", "-o Global.cpu_num_threads", "-o Global.batch_size",
+    "-o Global.use_tensorrt", "-o Global.use_fp16", "-o Global.inference_model_dir",
+    "-o Global.infer_imgs", "-o Global.save_log_path", "-o Global.benchmark", "null", "null",
+    "=infer_benchmark_params", "random_infer_input",
+]
+
+
+def _lines(path=CONFIG):
+    with open(path, encoding="utf-8") as f:
+        return f.read().splitlines()
+
+
+def _value(lines, key):
+    return next(line.split(":", 1)[1] for line in lines if line.split(":", 1)[0] == key)
+
+
+def test_config_has_the_tipc_line_format():
+    lines = _lines()
+    assert len(lines) == len(EXPECTED_KEYS)
+    for number, (line, key) in enumerate(zip(lines, EXPECTED_KEYS), start=1):
+        if key.startswith("="):
+            assert re.fullmatch(rf"=+{key[1:]}=+", line), f"line {number}: {line!r}"
+        elif key == "##":
+            assert line == "##", f"line {number}: {line!r}"
+        else:
+            assert line.split(":", 1)[0] == key and ":" in line, f"line {number}: {line!r}, expected {key}:"
+    # per-mode values for the training length and batch size
+    for key in ("-o Global.epochs", "-o DataLoader.Train.sampler.batch_size"):
+        modes = dict(item.split("=") for item in _value(lines, key).split("|"))
+        assert {"lite_train_lite_infer", "whole_train_whole_infer"} <= set(modes), key
+    assert _value(lines, "-o Global.epochs").endswith("whole_train_whole_infer=200")  # the recipe
+    norm_train = _value(lines, "norm_train")
+    for override in ("-o Global.seed=1234", "-o DataLoader.Train.sampler.shuffle=False",
+                     "-o DataLoader.Train.loader.num_workers=0",
+                     "-o DataLoader.Train.loader.use_shared_memory=False"):
+        assert override in norm_train
+    # the scripts and configs it names exist (train/eval/export from the repository root,
+    # inference from deploy/)
+    for key in ("norm_train", "eval", "norm_export"):
+        script, _, cfg = _value(lines, key).split()[:3]
+        assert os.path.isfile(os.path.join(ROOT, script)) and os.path.isfile(os.path.join(ROOT, cfg)), key
+    script, _, cfg = _value(lines, "inference").split()[:3]
+    assert os.path.isfile(os.path.join(ROOT, "deploy", script))
+    assert os.path.isfile(os.path.join(ROOT, "deploy", cfg))
+    assert {"True", "False"} <= set(_value(lines, "-o Global.enable_mkldnn").split("|"))
+    assert {"1", "2"} <= set(_value(lines, "-o Global.cpu_num_threads").split("|"))
+
+
+def test_a_line_out_of_place_is_one_clear_error(tmp_path):
+    lines = _lines()
+    lines[14], lines[15] = lines[15], lines[14]  # trainer / norm_train swapped
+    bad = tmp_path / "bad.txt"
+    bad.write_text("\n".join(lines) + "\n")
+    proc = subprocess.run(["bash", SCRIPT, str(bad), "lite_train_lite_infer"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"Error: {bad}: line 15 should be 'trainer:...', found '{lines[14]}'"]
+
+
+def _whole_infer_config(tmp_path, model_name, weights, images):
+    """The shipped config with another model_name (its own output folder), the weights of
+    whole_infer at WEIGHTS, images from IMAGES and one CPU inference combination."""
+    replace = {
+        "model_name": model_name,
+        "pretrained_model_path": weights,
+        "-o Global.use_gpu": "False",
+        "-o Global.enable_mkldnn": "False",
+        "-o Global.cpu_num_threads": "1",
+        "-o Global.batch_size": "2",
+        "-o Global.benchmark": "False",
+        "-o Global.infer_imgs": images,
+    }
+    out = []
+    for line in _lines():
+        key = line.split(":", 1)[0]
+        out.append(f"{key}:{replace[key]}" if key in replace and ":" in line else line)
+    path = tmp_path / "tipc.txt"
+    path.write_text("\n".join(out) + "\n")
+    return path
+
+
+@pytest.fixture
+def tipc_run(tmp_path):
+    """Run whole_infer on a config copy; yields a function returning (proc, results lines, log dir)."""
+    model_name = f"MobileNeXt_100_test_{uuid.uuid4().hex[:8]}"
+    log_dir = os.path.join(ROOT, "test_tipc", "output", model_name, "whole_infer")
+    images = str(tmp_path / "images")
+
+    def run(weights):
+        os.makedirs(images)
+        from PIL import Image
+        import numpy as np
+
+        rng = np.random.default_rng(0)
+        for i in range(3):  # ImageNet-sized RGB photos of noise are enough to run a predictor
+            Image.fromarray(rng.integers(0, 256, (256, 320, 3), dtype=np.uint8)).save(
+                os.path.join(images, f"img_{i}.jpg"))
+        config = _whole_infer_config(tmp_path, model_name, weights, images)
+        proc = subprocess.run(["bash", SCRIPT, str(config), "whole_infer"], cwd=ROOT,
+                              capture_output=True, text=True, timeout=600)
+        with open(os.path.join(log_dir, "results_python.log")) as f:
+            results = f.read().splitlines()
+        return proc, results, log_dir
+
+    yield run
+    shutil.rmtree(os.path.join(ROOT, "test_tipc", "output", model_name), ignore_errors=True)
+
+
+def test_a_broken_step_gives_run_failed_and_a_nonzero_exit(tmp_path, tipc_run):
+    missing = str(tmp_path / "no_such_checkpoint")
+    proc, results, log_dir = tipc_run(missing)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    parsed = [RESULT_LINE.match(line) for line in results]
+    assert all(parsed), results
+    export, infer = parsed  # one export, one inference combination
+    assert export.group(1) == "failed" and "tools/export_model.py" in export.group(3)
+    assert f"-o Global.pretrained_model={missing}" in export.group(3)
+    # the step's own log, named in the command, says what went wrong
+    export_log = os.path.join(ROOT, export.group(3).split(" > ")[1].split()[0])
+    with open(export_log) as f:
+        assert "no_such_checkpoint" in f.read()
+    assert infer.group(1) == "failed" and "predict_cls.py" in infer.group(3)
+    assert results[0] in proc.stdout and "steps failed" in proc.stdout
+
+
+def test_whole_infer_exports_and_predicts_with_success_lines(tmp_path, tipc_run):
+    import paddle
+    from ppcls.arch.backbone.mobilenext import MobileNeXt_x1_0
+
+    paddle.seed(0)
+    weights = str(tmp_path / "MobileNeXt_100_weights")
+    paddle.save(MobileNeXt_x1_0(class_num=1000).state_dict(), weights + ".pdparams")
+    proc, results, log_dir = tipc_run(weights)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    parsed = [RESULT_LINE.match(line) for line in results]
+    assert [m.group(1) for m in parsed] == ["successfully", "successfully"], results
+    assert {m.group(2) for m in parsed} == {os.path.basename(os.path.dirname(log_dir))}
+    assert os.path.isfile(os.path.join(log_dir, "inference", "inference.pdiparams"))
+    infer_log = parsed[1].group(3).split(" > ")[1].split()[0]
+    with open(os.path.join(ROOT, "deploy", infer_log)) as f:
+        predictions = [line for line in f if "class id(s):" in line]
+    assert len(predictions) == 3  # the three images, each predicted once
