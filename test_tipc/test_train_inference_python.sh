@@ -251,8 +251,8 @@ else
                 set_amp=""
                 case "${autocast}" in
                     null) ;;
-                    amp|O1) set_amp="-o AMP.level=O1" ;;
-                    fp16|O2) set_amp="-o AMP.level=O2" ;;
+                    amp|O1) set_amp="-o AMP.use_amp=True -o AMP.level=O1" ;;
+                    fp16|O2) set_amp="-o AMP.use_amp=True -o AMP.level=O2" ;;
                     *) tipc_die "${TIPC_CONFIG}: ${autocast_key} value '${autocast}' is not one of null, amp, O1, fp16, O2" ;;
                 esac
                 train_params="$(join_params "${set_device}" "${set_amp}" \
