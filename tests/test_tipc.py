@@ -89,47 +89,40 @@ def test_a_line_out_of_place_is_one_clear_error(tmp_path):
         f"Error: {bad}: line 15 should be 'trainer:...', found '{lines[14]}'"]
 
 
-def _whole_infer_config(tmp_path, model_name, weights, images):
-    """The shipped config with another model_name (its own output folder), the weights of
-    whole_infer at WEIGHTS, images from IMAGES and one CPU inference combination."""
-    replace = {
-        "model_name": model_name,
-        "pretrained_model_path": weights,
-        "-o Global.use_gpu": "False",
-        "-o Global.enable_mkldnn": "False",
-        "-o Global.cpu_num_threads": "1",
-        "-o Global.batch_size": "2",
-        "-o Global.benchmark": "False",
-        "-o Global.infer_imgs": images,
-    }
+def _config_copy(path, replace):
+    """The shipped config with the values of the keys in REPLACE changed, written to PATH."""
     out = []
     for line in _lines():
         key = line.split(":", 1)[0]
         out.append(f"{key}:{replace[key]}" if key in replace and ":" in line else line)
-    path = tmp_path / "tipc.txt"
     path.write_text("\n".join(out) + "\n")
     return path
 
 
 @pytest.fixture
 def tipc_run(tmp_path):
-    """Run whole_infer on a config copy; yields a function returning (proc, results lines, log dir)."""
+    """Runs the harness on a config copy with its own model_name (so its own output folder,
+    removed afterwards), one CPU inference combination on three images; returns
+    (process, results_python.log lines, output folder)."""
     model_name = f"MobileNeXt_100_test_{uuid.uuid4().hex[:8]}"
-    log_dir = os.path.join(ROOT, "test_tipc", "output", model_name, "whole_infer")
-    images = str(tmp_path / "images")
+    images = tmp_path / "images"
+    images.mkdir()
+    from PIL import Image
+    import numpy as np
 
-    def run(weights):
-        os.makedirs(images)
-        from PIL import Image
-        import numpy as np
+    rng = np.random.default_rng(0)
+    for i in range(3):  # ImageNet-sized RGB photos of noise are enough to run a predictor
+        Image.fromarray(rng.integers(0, 256, (256, 320, 3), dtype=np.uint8)).save(images / f"img_{i}.jpg")
 
-        rng = np.random.default_rng(0)
-        for i in range(3):  # ImageNet-sized RGB photos of noise are enough to run a predictor
-            Image.fromarray(rng.integers(0, 256, (256, 320, 3), dtype=np.uint8)).save(
-                os.path.join(images, f"img_{i}.jpg"))
-        config = _whole_infer_config(tmp_path, model_name, weights, images)
-        proc = subprocess.run(["bash", SCRIPT, str(config), "whole_infer"], cwd=ROOT,
+    def run(mode, replace, *extra_args):
+        replace = {"model_name": model_name, "-o Global.use_gpu": "False",
+                   "-o Global.enable_mkldnn": "False", "-o Global.cpu_num_threads": "1",
+                   "-o Global.batch_size": "2", "-o Global.benchmark": "False",
+                   "-o Global.infer_imgs": str(images), "train_infer_img_dir": str(images), **replace}
+        config = _config_copy(tmp_path / "tipc.txt", replace)
+        proc = subprocess.run(["bash", SCRIPT, str(config), mode, *extra_args], cwd=ROOT,
                               capture_output=True, text=True, timeout=600)
+        log_dir = os.path.join(ROOT, "test_tipc", "output", model_name, mode)
         with open(os.path.join(log_dir, "results_python.log")) as f:
             results = f.read().splitlines()
         return proc, results, log_dir
@@ -140,7 +133,7 @@ def tipc_run(tmp_path):
 
 def test_a_broken_step_gives_run_failed_and_a_nonzero_exit(tmp_path, tipc_run):
     missing = str(tmp_path / "no_such_checkpoint")
-    proc, results, log_dir = tipc_run(missing)
+    proc, results, log_dir = tipc_run("whole_infer", {"pretrained_model_path": missing})
     assert proc.returncode == 1, proc.stdout + proc.stderr
     parsed = [RESULT_LINE.match(line) for line in results]
     assert all(parsed), results
@@ -162,7 +155,7 @@ def test_whole_infer_exports_and_predicts_with_success_lines(tmp_path, tipc_run)
     paddle.seed(0)
     weights = str(tmp_path / "MobileNeXt_100_weights")
     paddle.save(MobileNeXt_x1_0(class_num=1000).state_dict(), weights + ".pdparams")
-    proc, results, log_dir = tipc_run(weights)
+    proc, results, log_dir = tipc_run("whole_infer", {"pretrained_model_path": weights})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     parsed = [RESULT_LINE.match(line) for line in results]
     assert [m.group(1) for m in parsed] == ["successfully", "successfully"], results
@@ -172,3 +165,19 @@ def test_whole_infer_exports_and_predicts_with_success_lines(tmp_path, tipc_run)
     with open(os.path.join(ROOT, "deploy", infer_log)) as f:
         predictions = [line for line in f if "class id(s):" in line]
     assert len(predictions) == 3  # the three images, each predicted once
+
+
+def test_gpu_list_0_1_without_gpus_trains_as_two_cpu_processes(tipc_run):
+    # An override no config has makes each process stop at once with an error naming it; the
+    # point is how the launch is made: two CPU workers, each running the training command.
+    norm_train = _value(_lines(), "norm_train") + " -o Global.tipc_probe=1"
+    proc, results, log_dir = tipc_run("lite_train_lite_infer", {"norm_train": norm_train}, "0,1")
+    train = RESULT_LINE.match(results[0])
+    assert train.group(1) == "failed"
+    assert "-m paddle.distributed.launch --nproc_per_node 2" in train.group(3)
+    assert "-o Global.device=cpu" in train.group(3)
+    launch_log = os.path.join(log_dir, "norm_train_gpus_0,1_autocast_null", "launch_log")
+    for rank in (0, 1):
+        with open(os.path.join(launch_log, f"workerlog.{rank}")) as f:
+            assert "Global.tipc_probe" in f.read()
+    assert proc.returncode == 1
