@@ -1,0 +1,64 @@
+"""The fast CPU training path: own C++ kernels for MobileNeXt's slow spots on CPU.
+
+Paddle's CPU kernels spend most of a MobileNeXt training step in the depthwise 3x3
+convolutions (one thread, a generic grouped loop), in the 1x1 convolutions (per-sample GEMM
+on a math library that runs far below this CPU's peak) and in batch norm + ReLU6. This
+package compiles (once, cached) a depthwise 3x3 convolution, a 1x1 convolution on oneDNN's
+sgemm and a fused training batch norm + ReLU6, multi-threaded, with their gradients, and
+switches a model's layers onto them. Enabling it also uses all available cores for Paddle's
+own CPU math and keeps freed memory in the process for reuse (see ``runtime``):
+
+    from ppcls.arch import fast_cpu
+    fast_cpu.enable(model)          # -> number of layers switched (0: not available)
+    fast_cpu.disable(model)         # back to Paddle's kernels
+
+The switch changes no parameter, name or number: gradients equal Paddle's to float
+rounding (tests/test_fast_cpu.py). It is on by default for CPU training
+(``Global.fast_cpu: True``); ``Global.fast_cpu: False`` or the environment variable
+``PPCLS_FAST_CPU=0`` turn it off. Without a C++ compiler, or if the build fails, there is
+one warning and Paddle's kernels are used. GPU tensors always use Paddle's kernels.
+"""
+
+from ppcls.arch.fast_cpu import runtime
+from ppcls.arch.fast_cpu.layers import (FastBatchNorm, FastDepthwiseConv3x3, FastPointwiseConv, FusedReLU6,
+                                        convert, revert)
+from ppcls.arch.fast_cpu.runtime import ENV_SWITCH, FastCPUWarning, set_threads
+
+
+def wanted(global_config=None, device="cpu"):
+    """Whether the fast path should be on for this config and device."""
+    global_config = global_config or {}
+    if runtime.disabled_by_env() or not global_config.get("fast_cpu", True):
+        return False
+    return str(global_config.get("device", device) or device).lower().startswith("cpu")
+
+
+def enable(model, threads=None):
+    """Switch ``model`` onto the fast CPU layers; return how many layers were switched.
+
+    Returns 0 (after one warning per process) when the operators cannot be built, and 0
+    silently when ``PPCLS_FAST_CPU=0``. ``threads`` (default: the CPUs available) is used by
+    the fast operators and by Paddle's own CPU math.
+    """
+    if runtime.disabled_by_env() or not runtime.load():
+        return 0
+    set_threads(threads)
+    runtime.keep_freed_memory()
+    return convert(model)
+
+
+def disable(model):
+    """Switch every fast layer of ``model`` back to Paddle's kernels; return how many."""
+    return revert(model)
+
+
+def setup(model, global_config=None, device="cpu"):
+    """What an engine calls after building the model: ``enable`` when ``wanted``."""
+    if not wanted(global_config, device):
+        return 0
+    return enable(model, (global_config or {}).get("cpu_num_threads"))
+
+
+__all__ = ["ENV_SWITCH", "FastBatchNorm", "FastCPUWarning", "FastDepthwiseConv3x3", "FastPointwiseConv",
+           "FusedReLU6",
+           "disable", "enable", "set_threads", "setup", "wanted"]
