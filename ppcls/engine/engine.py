@@ -1,0 +1,707 @@
+"""The training and evaluation engine: one config in, the PaddleClas loop out.
+
+``Engine(config, mode)`` builds everything from the config's sections by name (model, data
+loaders, loss, metrics, optimizer with its LR schedule, AMP, EMA), then ``train()`` or
+``evaluate()`` runs the loop and prints PaddleClas log lines::
+
+    [Train][Epoch 3/200][Iter: 50/2502]lr(LinearWarmup): 0.01234567, top1: 0.12500, ...
+    [Train][Epoch 3/200][Avg]top1: ..., top5: ..., CELoss: ..., loss: ...
+    [Eval][Epoch 3][Iter: 10/50]CELoss: ..., loss: ..., top1: ..., top5: ..., batch_cost: ...
+    [Eval][Epoch 3][Avg]CELoss: ..., loss: ..., top1: 0.74020, top5: 0.91000
+    [Eval][Epoch 3][best metric: 0.74020]
+
+Resuming (``Global.checkpoints``) restores weights, optimizer state, epoch, best metric and
+every RNG. The LR schedule rule: if the checkpoint was written under the same ``Optimizer.lr``
+section, ``Global.epochs`` and iterations per epoch, the scheduler continues exactly where it
+stopped; if any of them differs (the cooldown config: ``Constant`` 1e-5 to epoch 210 after a
+200-epoch cosine run), the schedule is the new config's, positioned at the resumed epoch, and a
+log line says so. The config decides the learning rate, the checkpoint decides the position.
+"""
+
+import copy
+import datetime
+import hashlib
+import json
+import math
+import os
+import random
+import time
+
+import numpy as np
+import paddle
+import paddle.distributed as dist
+
+from ppcls.arch import build_model
+from ppcls.loss import build_loss
+from ppcls.metric import build_metrics
+from ppcls.optimizer import build_optimizer
+from ppcls.utils import logger
+from ppcls.utils.config import print_config, save_config
+from ppcls.utils.errors import CheckpointError, ConfigError, UserError
+from ppcls.utils.save_load import load_checkpoint, save_checkpoint
+
+# Test/debug hook: a folder; each rank appends one JSON line a training step to
+# trace.rank<R>.jsonl (sample indices, labels, a hash of the parameters).
+TRACE_ENV = "PPCLS_TRACE_DIR"
+
+AMP_KEYS = {"use_amp", "scale_loss", "use_dynamic_loss_scaling", "level", "use_fp16_test",
+            "use_promote", "incr_every_n_steps", "decr_every_n_nan_or_inf", "incr_ratio",
+            "decr_ratio"}
+EMA_KEYS = {"decay"}
+
+GLOBAL_DEFAULTS = {
+    "checkpoints": None,
+    "pretrained_model": None,
+    "output_dir": "./output/",
+    "device": "gpu",
+    "save_interval": 1,
+    "eval_during_train": True,
+    "eval_interval": 1,
+    "start_eval_epoch": 0,
+    "epochs": 1,
+    "print_batch_step": 10,
+    "use_visualdl": False,
+    "seed": None,
+    "to_static": False,
+    "max_iters_per_epoch": None,
+    "save_best_model": True,
+    "plot_curves": False,
+}
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or Inf."""
+
+
+class AverageMeter:
+    def __init__(self):
+        self.sum, self.count = 0.0, 0
+
+    def update(self, value, n=1):
+        self.sum += float(value) * n
+        self.count += n
+
+    @property
+    def avg(self):
+        return self.sum / self.count if self.count else 0.0
+
+
+class ModelEMA:
+    """Exponential moving average of a model's weights (parameters and BN statistics)."""
+
+    def __init__(self, model, decay):
+        if not isinstance(decay, (int, float)) or isinstance(decay, bool) or not 0 < decay < 1:
+            raise ConfigError(f"EMA.decay expects a number in (0, 1), got {decay!r}")
+        self.decay = float(decay)
+        self.model = copy.deepcopy(model)
+        self.model.eval()
+        for p in self.model.parameters():
+            p.stop_gradient = True
+
+    @paddle.no_grad()
+    def update(self, model):
+        current = model.state_dict()
+        for name, value in self.model.state_dict().items():
+            src = current[name]
+            if paddle.is_floating_point(value):
+                value.set_value(value * self.decay + src.astype(value.dtype) * (1.0 - self.decay))
+            else:
+                value.set_value(src)
+
+
+def _fmt_eta(seconds):
+    return str(datetime.timedelta(seconds=int(max(0, seconds))))
+
+
+def _params_digest(model):
+    h = hashlib.sha256()
+    for name, p in model.named_parameters():
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(p.numpy()).tobytes())
+    return h.hexdigest()
+
+
+def _indices(batch_keys):
+    """Sample indices of one batch from the sampler (keys may be ``(index, epoch)`` pairs)."""
+    return [int(k[0]) if isinstance(k, (tuple, list)) else int(k) for k in batch_keys]
+
+
+def _bare(model):
+    return model._layers if isinstance(model, paddle.DataParallel) else model
+
+
+class Engine:
+    def __init__(self, config, mode="train"):
+        if mode not in ("train", "eval"):
+            raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
+        self.config = config
+        self.mode = mode
+        g = config.setdefault("Global", {})
+        for key, value in GLOBAL_DEFAULTS.items():
+            g.setdefault(key, value)
+        self.g = g
+        if "Arch" not in config or "name" not in (config["Arch"] or {}):
+            raise ConfigError("the config has no Arch.name (e.g. Arch: {name: MobileNeXt_x1_0})")
+        self.arch_name = config["Arch"]["name"]
+        self.output_dir = os.path.join(g["output_dir"], self.arch_name)
+        self.world_size = dist.get_world_size()
+        self.rank = dist.get_rank() if self.world_size > 1 else 0
+
+        logger.init_logger(os.path.join(self.output_dir, f"{mode}.log"))
+        print_config(config)
+        self._check_sections()
+        self.device = self._set_device()
+        if self.world_size > 1:
+            dist.init_parallel_env()
+        self.seed = g["seed"]
+        if self.seed is not None:
+            paddle.seed(self.seed)
+            np.random.seed(self.seed)
+            random.seed(self.seed)
+
+        self.amp = self._amp_settings()
+        self.scaler = None
+        self.ema = None
+        self.start_epoch, self.best_metric, self.best_epoch = 0, None, None
+        self.metric_history = []
+
+        # Losses and metrics first: a typo there should not wait for the data to be checked.
+        loss_cfg = config.get("Loss") or {}
+        metric_cfg = config.get("Metric") or {}
+        if mode == "train":
+            self.train_loss = build_loss(loss_cfg["Train"], "Loss.Train")
+            self.train_metrics = build_metrics(metric_cfg.get("Train"), "Metric.Train")
+        self.eval_loss = build_loss(loss_cfg["Eval"], "Loss.Eval") if loss_cfg.get("Eval") else None
+        self.eval_metrics = build_metrics(metric_cfg.get("Eval"), "Metric.Eval")
+
+        from ppcls.data import build_dataloader
+
+        self._build_dataloader = build_dataloader
+        data_cfg = config.get("DataLoader") or {}
+        self.eval_loader = None
+        if mode == "train":
+            if "Train" not in data_cfg:
+                raise ConfigError("DataLoader.Train is missing")
+            self.train_loader = build_dataloader(config, "Train", device=self.device, seed=self.seed)
+            if g["eval_during_train"] and "Eval" not in data_cfg:
+                logger.warning("Global.eval_during_train is on but DataLoader.Eval is missing: "
+                               "no evaluation during training")
+                g["eval_during_train"] = False
+            if g["eval_during_train"]:
+                self.eval_loader = build_dataloader(config, "Eval", device=self.device, seed=self.seed)
+        else:
+            if "Eval" not in data_cfg:
+                raise ConfigError("DataLoader.Eval is missing")
+            self.eval_loader = build_dataloader(config, "Eval", device=self.device, seed=self.seed)
+
+        # The data is checked first (a bad list file fails fast), then the model is built.
+        self.model = build_model(config)
+        if g["pretrained_model"] and not (mode == "train" and g["checkpoints"]):
+            from ppcls.utils.weights import load_pretrained
+
+            load_pretrained(self.model, g["pretrained_model"])
+            logger.info(f"Loaded pretrained weights from {g['pretrained_model']}")
+        elif mode == "eval" and not g["pretrained_model"]:
+            logger.warning("Global.pretrained_model is not set: evaluating randomly initialized "
+                           "weights")
+
+        if mode == "train":
+            self._build_optimizer()
+
+        if self.amp and self.amp["level"] == "O2":
+            if mode == "train":
+                self.model, self.optimizer = paddle.amp.decorate(
+                    models=self.model, optimizers=self.optimizer, level="O2",
+                    save_dtype="float32")
+            else:
+                self.model = paddle.amp.decorate(models=self.model, level="O2",
+                                                 save_dtype="float32")
+        if mode == "train" and self.amp:
+            self.scaler = paddle.amp.GradScaler(
+                init_loss_scaling=self.amp["scale_loss"],
+                use_dynamic_loss_scaling=self.amp["use_dynamic_loss_scaling"],
+                **{k: self.amp[k] for k in ("incr_every_n_steps", "decr_every_n_nan_or_inf",
+                                            "incr_ratio", "decr_ratio") if k in self.amp})
+        if mode == "train" and config.get("EMA"):
+            ema_cfg = config["EMA"]
+            if not isinstance(ema_cfg, dict) or set(ema_cfg) - EMA_KEYS:
+                raise ConfigError(f"EMA expects {{decay: 0.9999}}, got {ema_cfg!r}")
+            self.ema = ModelEMA(self.model, ema_cfg.get("decay", 0.9999))
+        if mode == "train" and g["checkpoints"]:
+            self._resume(g["checkpoints"])
+        if g["to_static"]:
+            self.model = paddle.jit.to_static(self.model)
+        if self.world_size > 1:
+            self.model = paddle.DataParallel(self.model)
+        if mode == "train" and self.rank == 0:
+            save_config(config, os.path.join(self.output_dir, "config.yaml"))
+        self._vdl = self._visualdl() if mode == "train" else None
+
+    # ------------------------------------------------------------------ setup helpers
+
+    def _check_sections(self):
+        if self.mode == "train":
+            for section in ("Loss", "Optimizer"):
+                if not self.config.get(section):
+                    raise ConfigError(f"the config has no {section} section, which training needs")
+            if not (self.config["Loss"] or {}).get("Train"):
+                raise ConfigError("Loss.Train is missing (e.g. [{CELoss: {weight: 1.0}}])")
+        for key in ("epochs", "print_batch_step", "eval_interval"):
+            if self.g[key] < 1:
+                raise ConfigError(f"Global.{key} must be at least 1, got {self.g[key]}")
+        if self.g["save_interval"] < 0:
+            raise ConfigError(f"Global.save_interval must be >= 0, got {self.g['save_interval']}")
+        if self.g["max_iters_per_epoch"] is not None and self.g["max_iters_per_epoch"] < 1:
+            raise ConfigError("Global.max_iters_per_epoch must be at least 1 (or null), got "
+                              f"{self.g['max_iters_per_epoch']}")
+        if self.g["plot_curves"] and self.mode == "train":
+            from ppcls.engine.curves import require_matplotlib
+
+            require_matplotlib("Global.plot_curves")
+
+    def _set_device(self):
+        device = self.g["device"]
+        if device not in ("gpu", "cpu"):
+            raise ConfigError(f"Global.device expects 'gpu' or 'cpu', got {device!r}")
+        if device == "gpu":
+            if not paddle.is_compiled_with_cuda():
+                raise ConfigError("Global.device is 'gpu' but this PaddlePaddle build has no CUDA "
+                                  "support; use -o Global.device=cpu or install paddlepaddle-gpu")
+            dev_id = dist.ParallelEnv().device_id if self.world_size > 1 else 0
+            paddle.set_device(f"gpu:{dev_id}")
+        else:
+            paddle.set_device("cpu")
+        return device
+
+    def _amp_settings(self):
+        amp = self.config.get("AMP")
+        if not amp:
+            return None
+        if not isinstance(amp, dict):
+            raise ConfigError(f"AMP expects a mapping such as {{scale_loss: 65536, level: O1}}, got {amp!r}")
+        unknown = set(amp) - AMP_KEYS
+        if unknown:
+            raise ConfigError(f"unknown key(s) in AMP: {', '.join(sorted(unknown))}; known: "
+                              f"{', '.join(sorted(AMP_KEYS))}")
+        if not amp.get("use_amp", True):
+            return None
+        if self.device != "gpu":
+            raise ConfigError("AMP (mixed precision) needs Global.device=gpu on a CUDA build; this "
+                              f"run is on {self.device}: remove the AMP section (or -o AMP=null)")
+        level = str(amp.get("level", "O1")).upper()
+        if level not in ("O1", "O2"):
+            raise ConfigError(f"AMP.level expects O1 or O2, got {amp.get('level')!r}")
+        settings = dict(amp, level=level)
+        settings.setdefault("scale_loss", 1.0)
+        settings.setdefault("use_dynamic_loss_scaling", False)
+        settings.setdefault("use_fp16_test", False)
+        return settings
+
+    def _autocast(self, training=True):
+        if not self.amp or (not training and not self.amp["use_fp16_test"]):
+            return paddle.amp.auto_cast(enable=False)
+        return paddle.amp.auto_cast(level=self.amp["level"],
+                                    use_promote=self.amp.get("use_promote", True))
+
+    def _build_optimizer(self):
+        config, g = self.config, self.g
+        iters = len(self.train_loader)
+        if iters == 0:
+            raise ConfigError("DataLoader.Train yields no batch: the training list is smaller than "
+                              "one batch (lower DataLoader.Train.sampler.batch_size or turn "
+                              "drop_last off)")
+        if g["max_iters_per_epoch"]:
+            iters = min(iters, g["max_iters_per_epoch"])
+        self.iters_per_epoch = iters
+        self.optimizer, self.lr = build_optimizer(config["Optimizer"], g["epochs"], iters, self.model)
+
+    def _visualdl(self):
+        if not self.g["use_visualdl"] or self.rank != 0:
+            return None
+        try:
+            from visualdl import LogWriter
+        except ImportError:
+            logger.warning("Global.use_visualdl is on but the visualdl package is not installed; "
+                           "no VisualDL logs (pip install visualdl)")
+            return None
+        return LogWriter(logdir=os.path.join(self.output_dir, "vdl"))
+
+    # ------------------------------------------------------------------ RNG and checkpoints
+
+    def _rng_state(self):
+        name, keys, pos, has_gauss, cached = np.random.get_state()
+        state = {"numpy": [name, keys.tolist(), pos, has_gauss, cached],  # plain data: paddle.load
+                 "python": random.getstate(),                          # turns arrays into tensors
+                 "paddle_cpu": paddle.get_rng_state("cpu")}
+        if self.device == "gpu":
+            state["paddle_gpu"] = paddle.get_rng_state("gpu")
+        return state
+
+    def _set_rng_state(self, state):
+        name, keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+        random.setstate(state["python"])
+        paddle.set_rng_state(state["paddle_cpu"], "cpu")
+        if self.device == "gpu" and "paddle_gpu" in state:
+            paddle.set_rng_state(state["paddle_gpu"], "gpu")
+
+    def _param_names(self):
+        return {name: p.name for name, p in _bare(self.model).named_parameters()}
+
+    def _remap_optimizer_state(self, opt_state, saved_names):
+        """Optimizer state is keyed by Paddle's internal parameter names (``conv2d_3.w_0``), which
+        depend on what was built before the model; map them through the structured names."""
+        current = self._param_names()
+        rename = {old: current[s] for s, old in (saved_names or {}).items()
+                  if s in current and current[s] != old}
+        if not rename:
+            return opt_state
+        olds = sorted(rename, key=len, reverse=True)
+
+        def new_key(key):
+            for old in olds:
+                if key == old or key.startswith(old + "_"):
+                    return rename[old] + key[len(old):]
+            return key
+
+        out = {}
+        for key, value in opt_state.items():
+            if key == "master_weights" and isinstance(value, dict):
+                out[key] = {new_key(k): v for k, v in value.items()}
+            else:
+                out[new_key(key)] = value
+        return out
+
+    def _resume(self, path):
+        from ppcls.utils.weights import load_state_dict
+
+        ckpt = load_checkpoint(path)
+        states = ckpt["pdstates"]
+        if states.get("arch") and states["arch"] != self.arch_name:
+            logger.warning(f"{path} was written by Arch.name={states['arch']}; this config trains "
+                           f"{self.arch_name}")
+        load_state_dict(self.model, {k: v.numpy() if hasattr(v, "numpy") else v
+                                     for k, v in ckpt["pdparams"].items()}, source=f"{path}.pdparams")
+        opt_state = self._remap_optimizer_state(dict(ckpt["pdopt"]), states.get("param_names"))
+        self.start_epoch = int(states["epoch"])
+        same_schedule = states.get("lr_signature") == self.lr.signature
+        if same_schedule:
+            opt_state["LR_Scheduler"] = states["lr_state"]
+        else:
+            self.lr.fast_forward(self.start_epoch)
+            opt_state["LR_Scheduler"] = self.lr.scheduler.state_dict()
+        try:
+            self.optimizer.set_state_dict(opt_state)
+        except Exception as err:  # a checkpoint of another optimizer type or model
+            raise CheckpointError(f"{path}.pdopt does not fit this optimizer "
+                                  f"({' '.join(str(err).split())})") from None
+        if same_schedule:
+            self.lr.scheduler.set_state_dict(states["lr_state"])
+        else:
+            logger.info(f"[Resume] the LR schedule in this config differs from the one {path} was "
+                        f"trained with: using this config's schedule from epoch "
+                        f"{self.start_epoch + 1}, lr({self.lr.name}) = {self.lr.get_lr():.8f}")
+        self.best_metric = states.get("best_metric")
+        self.best_epoch = states.get("best_epoch")
+        self.metric_history = list(states.get("metric_history", []))
+        if self.ema is not None:
+            if ckpt.get("pdema") is not None:
+                self.ema.model.set_state_dict(ckpt["pdema"])
+            else:
+                logger.warning(f"{path} has no EMA weights (.pdema); the EMA starts from the "
+                               "resumed weights")
+                self.ema.model.set_state_dict(self.model.state_dict())
+        if self.scaler is not None and states.get("scaler"):
+            self.scaler.load_state_dict(states["scaler"])
+        self._set_rng_state(states["rng"])
+        logger.info(f"[Resume] resumed from {path}: epoch {self.start_epoch}, best metric "
+                    f"{self.best_metric}")
+
+    def _save(self, names, epoch):
+        if self.rank != 0 or not names:
+            return
+        states = {
+            "epoch": epoch,
+            "best_metric": self.best_metric,
+            "best_epoch": self.best_epoch,
+            "metric_history": self.metric_history,
+            "lr_state": self.lr.scheduler.state_dict(),
+            "lr_signature": self.lr.signature,
+            "rng": self._rng_state(),
+            "param_names": self._param_names(),
+            "arch": self.arch_name,
+        }
+        if self.scaler is not None:
+            states["scaler"] = self.scaler.state_dict()
+        prefixes = [os.path.join(self.output_dir, n) for n in names]
+        save_checkpoint(prefixes, _bare(self.model).state_dict(), self.optimizer.state_dict(),
+                        states, self.ema.model.state_dict() if self.ema else None)
+        for prefix in prefixes:
+            logger.info(f"Already save model in {prefix}")
+
+    # ------------------------------------------------------------------ training
+
+    def _trace(self, epoch, it, batch_indices, labels):
+        folder = os.environ.get(TRACE_ENV)
+        if not folder:
+            return
+        os.makedirs(folder, exist_ok=True)
+        record = {"rank": self.rank, "epoch": epoch, "iter": it,
+                  "indices": [int(i) for i in batch_indices] if batch_indices is not None else None,
+                  "labels": labels.numpy().reshape(-1).tolist(),
+                  "params": _params_digest(_bare(self.model))}
+        with open(os.path.join(folder, f"trace.rank{self.rank}.jsonl"), "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _global_mean(self, value):
+        """``value`` (a float) averaged over the ranks; NaN anywhere makes it NaN everywhere."""
+        if self.world_size == 1:
+            return value
+        t = paddle.to_tensor([value], dtype="float64")
+        dist.all_reduce(t)
+        return float(t.numpy()[0]) / self.world_size
+
+    def train_step(self, images, labels):
+        """Forward and loss; returns ``(losses dict, logits)`` (backward is done by the caller)."""
+        with self._autocast(training=True):
+            logits = self.model(images)
+            losses = self.train_loss(logits, labels)
+        return losses, logits
+
+    def _backward_and_update(self, loss):
+        if self.scaler is not None:
+            scaled = self.scaler.scale(loss)
+            scaled.backward()
+            self.scaler.minimize(self.optimizer, scaled)
+        else:
+            loss.backward()
+            self.optimizer.step()
+        self.optimizer.clear_grad()
+
+    def _last_checkpoint_note(self):
+        latest = os.path.join(self.output_dir, "latest")
+        if os.path.exists(latest + ".pdstates"):
+            return f"the last good checkpoint is {latest}"
+        return "no checkpoint was written before it"
+
+    def train_epoch(self, epoch):
+        g = self.g
+        epochs = g["epochs"]
+        self.model.train()
+        loader = self.train_loader
+        sampler = getattr(loader, "batch_sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        tracing = bool(os.environ.get(TRACE_ENV))
+        index_iter = None
+        if tracing and sampler is not None:
+            # The sampler's plan for this epoch, read before the loader iterates it.
+            index_iter = iter([_indices(b) for b in sampler])
+            if hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(epoch)
+        total = self.iters_per_epoch
+        meters = {}
+        batch_cost, reader_cost = AverageMeter(), AverageMeter()
+        tic = time.time()
+        for it, batch in enumerate(loader):
+            if it >= total:
+                break
+            images, labels = batch[0], batch[1]
+            reader_cost.update(time.time() - tic)
+            batch_indices = next(index_iter, None) if index_iter is not None else None
+            n = int(images.shape[0])
+            lr_now = self.lr.get_lr()  # the rate this step uses
+            losses, logits = self.train_step(images, labels)
+            loss = losses["loss"]
+            loss_value = self._global_mean(float(loss))
+            if not math.isfinite(loss_value):
+                raise TrainingDiverged(
+                    f"the loss is {loss_value} at epoch {epoch}, iteration {it} "
+                    f"(lr {lr_now:.8g}): training stopped; "
+                    f"{self._last_checkpoint_note()} (lower Optimizer.lr.learning_rate?)")
+            self._backward_and_update(loss)
+            if not self.lr.by_epoch:
+                self.lr.scheduler.step()
+            if self.ema is not None:
+                self.ema.update(_bare(self.model))
+            if tracing:
+                self._trace(epoch, it, batch_indices, labels)
+
+            hits = self.train_metrics(logits.detach(), labels) if self.train_metrics.metrics else {}
+            for name, value in hits.items():
+                meters.setdefault(name, AverageMeter()).update(float(value.astype("float32").mean()), n)
+            for name, value in losses.items():
+                v = loss_value if name == "loss" else float(value)
+                meters.setdefault(name, AverageMeter()).update(v, n)
+            batch_cost.update(time.time() - tic)
+
+            if it % g["print_batch_step"] == 0:
+                metric_msg = ", ".join(f"{k}: {m.avg:.5f}" for k, m in meters.items())
+                ips = n / batch_cost.avg if batch_cost.avg > 0 else 0.0
+                eta = ((epochs - epoch) * total + (total - it - 1)) * batch_cost.avg
+                logger.info(f"[Train][Epoch {epoch}/{epochs}][Iter: {it}/{total}]"
+                            f"lr({self.lr.name}): {lr_now:.8f}, {metric_msg}, "
+                            f"batch_cost: {batch_cost.avg:.5f}s, reader_cost: {reader_cost.avg:.5f}, "
+                            f"ips: {ips:.5f} samples/s, eta: {_fmt_eta(eta)}")
+                if self._vdl is not None:
+                    step = (epoch - 1) * total + it
+                    self._vdl.add_scalar("train/lr", lr_now, step)
+                    for k, m in meters.items():
+                        self._vdl.add_scalar(f"train/{k}", m.avg, step)
+                batch_cost, reader_cost = AverageMeter(), AverageMeter()
+            tic = time.time()
+        summary = ", ".join(f"{k}: {m.avg:.5f}" for k, m in meters.items())
+        logger.info(f"[Train][Epoch {epoch}/{epochs}][Avg]{summary}")
+        return {k: m.avg for k, m in meters.items()}
+
+    def _should_eval(self, epoch):
+        g = self.g
+        if not g["eval_during_train"] or self.eval_loader is None:
+            return False
+        if epoch <= g["start_eval_epoch"]:
+            return False
+        return epoch % g["eval_interval"] == 0 or epoch == g["epochs"]
+
+    def train(self):
+        g = self.g
+        epochs = g["epochs"]
+        if self.start_epoch >= epochs:
+            logger.info(f"Nothing to train: the checkpoint is at epoch {self.start_epoch} and "
+                        f"Global.epochs is {epochs}")
+            return self.best_metric
+        logger.info(f"Training {self.arch_name} for epochs {self.start_epoch + 1}..{epochs}, "
+                    f"{self.iters_per_epoch} iterations an epoch, on {self.world_size} "
+                    f"{self.device} process(es); output in {self.output_dir}")
+        for epoch in range(self.start_epoch + 1, epochs + 1):
+            self.train_epoch(epoch)
+            if self.lr.by_epoch:
+                self.lr.scheduler.step()
+            names = []
+            if self._should_eval(epoch):
+                results = self.evaluate(epoch)
+                metric = results.get(self.eval_metrics.names[0]) if self.eval_metrics.names else None
+                if metric is not None:
+                    self.metric_history.append((epoch, metric))
+                    if self.best_metric is None or metric > self.best_metric:
+                        self.best_metric, self.best_epoch = metric, epoch
+                        if g["save_best_model"]:
+                            names.append("best_model")
+                    logger.info(f"[Eval][Epoch {epoch}][best metric: {self.best_metric:.5f}]")
+                    if self._vdl is not None:
+                        self._vdl.add_scalar("eval/" + self.eval_metrics.names[0], metric, epoch)
+            if g["save_interval"] and epoch % g["save_interval"] == 0:
+                names.append(f"epoch_{epoch}")
+            names.append("latest")
+            self._save(names, epoch)
+        if self.best_metric is not None:
+            logger.info(f"Best {self.eval_metrics.names[0]}: {self.best_metric:.5f} "
+                        f"(epoch {self.best_epoch})")
+        if g["plot_curves"] and self.rank == 0:
+            from ppcls.engine.curves import plot_log
+
+            png = plot_log(os.path.join(self.output_dir, "train.log"),
+                           os.path.join(self.output_dir, "curves.png"))
+            logger.info(f"Training curves written to {png}")
+        return self.best_metric
+
+    # ------------------------------------------------------------------ evaluation
+
+    @paddle.no_grad()
+    def evaluate(self, epoch=0):
+        """Evaluate on ``DataLoader.Eval`` (the EMA weights when there are any); returns
+        ``{"loss": ..., "CELoss": ..., "top1": ..., ...}`` over the whole set, all ranks."""
+        model = self.ema.model if self.ema is not None else _bare(self.model)
+        was_training = model.training
+        model.eval()
+        loader = self.eval_loader
+        sampler = getattr(loader, "batch_sampler", None)
+        multi = self.world_size > 1
+        # Which samples each batch holds (the loader's order is the sampler's; eval never shuffles).
+        index_iter = iter([_indices(b) for b in sampler]) if (multi and sampler is not None) else None
+        total = len(loader)
+        loss_meters = {}
+        hit_sums, seen = {}, 0
+        all_idx, all_hits = [], []
+        names = self.eval_metrics.names
+        batch_cost, reader_cost = AverageMeter(), AverageMeter()
+        tic = time.time()
+        fake_id = -1 - self.rank  # ids for samples without a known index, distinct across ranks
+        for it, batch in enumerate(loader):
+            images, labels = batch[0], batch[1]
+            reader_cost.update(time.time() - tic)
+            n = int(images.shape[0])
+            with self._autocast(training=False):
+                logits = model(images)
+            logits = logits.astype("float32")
+            if self.eval_loss is not None:
+                for name, value in self.eval_loss(logits, labels).items():
+                    loss_meters.setdefault(name, AverageMeter()).update(float(value), n)
+            hits = self.eval_metrics(logits, labels)
+            if multi:
+                idx = next(index_iter, None) if index_iter is not None else None
+                if idx is None or len(idx) != n:  # e.g. a skipped image: count without dedup
+                    idx = [fake_id - k * self.world_size for k in range(n)]
+                    fake_id -= n * self.world_size
+                all_idx.append(np.asarray(idx, dtype="int64"))
+                all_hits.append(np.stack([hits[k].numpy() for k in names], axis=1)
+                                if names else np.zeros((n, 0), "float32"))
+            else:
+                for k in names:
+                    hit_sums[k] = hit_sums.get(k, 0.0) + float(hits[k].sum())
+            seen += n
+            batch_cost.update(time.time() - tic)
+            if it % self.g["print_batch_step"] == 0:
+                msg = ", ".join([f"{k}: {m.avg:.5f}" for k, m in loss_meters.items()]
+                                + [f"{k}: {float(hits[k].mean()):.5f}" for k in names])
+                ips = n / batch_cost.avg if batch_cost.avg > 0 else 0.0
+                logger.info(f"[Eval][Epoch {epoch}][Iter: {it}/{total}]{msg}{', ' if msg else ''}"
+                            f"batch_cost: {batch_cost.avg:.5f}s, reader_cost: {reader_cost.avg:.5f}, "
+                            f"ips: {ips:.5f} samples/s")
+                batch_cost, reader_cost = AverageMeter(), AverageMeter()
+            tic = time.time()
+
+        results = {}
+        if multi:
+            results.update(self._reduce_losses(loss_meters))
+            results.update(self._reduce_hits(all_idx, all_hits, names))
+        else:
+            results.update({k: m.avg for k, m in loss_meters.items()})
+            results.update({k: hit_sums.get(k, 0.0) / seen if seen else 0.0 for k in names})
+        msg = ", ".join(f"{k}: {v:.5f}" for k, v in results.items() if k != "count")
+        logger.info(f"[Eval][Epoch {epoch}][Avg]{msg}")
+        if was_training:
+            model.train()
+        return results
+
+    def _reduce_losses(self, meters):
+        names = sorted(meters)
+        if not names:
+            return {}
+        t = paddle.to_tensor([[meters[k].sum, meters[k].count] for k in names], dtype="float64")
+        dist.all_reduce(t)
+        arr = t.numpy()
+        return {k: arr[i, 0] / max(arr[i, 1], 1) for i, k in enumerate(names)}
+
+    def _reduce_hits(self, all_idx, all_hits, names):
+        """Gather every rank's (sample index, hits) and count each sample once: the distributed
+        sampler pads the last batch with repeated samples so that all ranks get equal shares."""
+        idx = np.concatenate(all_idx) if all_idx else np.zeros((0,), "int64")
+        hits = np.concatenate(all_hits) if all_hits else np.zeros((0, len(names)), "float32")
+        local = np.concatenate([idx[:, None].astype("float64"), hits.astype("float64")], axis=1)
+        count = paddle.to_tensor([local.shape[0]], dtype="int64")
+        counts = []
+        dist.all_gather(counts, count)
+        longest = max(int(c.numpy()[0]) for c in counts)
+        padded = np.full((longest, local.shape[1]), np.nan)
+        padded[: local.shape[0]] = local
+        gathered = []
+        dist.all_gather(gathered, paddle.to_tensor(padded))
+        per_sample = {}
+        for tensor, c in zip(gathered, counts):
+            rows = tensor.numpy()[: int(c.numpy()[0])]
+            for row in rows:
+                per_sample.setdefault(int(row[0]), row[1:])
+        if not per_sample:
+            return {k: 0.0 for k in names}
+        table = np.stack(list(per_sample.values()))
+        return {k: float(table[:, j].mean()) for j, k in enumerate(names)}

@@ -1,0 +1,98 @@
+"""Shared helpers for the engine tests: a tiny real data set and subprocess runs of tools/.
+
+The data are scikit-learn's handwritten digits (real scans) written by the quickstart tool,
+with short list files so a run takes seconds. Runs use the quickstart config with overrides
+(MobileNeXt_x0_35, 8 images a batch), so the config file users run is the one tested.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+QUICKSTART = os.path.join(ROOT, "configs", "quickstart", "MobileNeXt_x1_0_digits.yaml")
+RECIPE = os.path.join(ROOT, "ppcls", "configs", "ImageNet", "MobileNeXt", "MobileNeXt_100.yaml")
+COOLDOWN = os.path.join(ROOT, "ppcls", "configs", "ImageNet", "MobileNeXt",
+                        "MobileNeXt_100_cooldown.yaml")
+TRAIN = os.path.join(ROOT, "tools", "train.py")
+EVAL = os.path.join(ROOT, "tools", "eval.py")
+N_TRAIN, N_VAL = 48, 27  # 6 batches of 8; 27 = 2 x 13 + 1, so two ranks need a padded sample
+
+
+def _subset(src, dst, n):
+    with open(src) as f:
+        lines = f.read().splitlines()[:n]
+    with open(dst, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return [int(line.split()[1]) for line in lines]
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """``(folder, train labels, val labels)``; list files ``train_small.txt``, ``val_small.txt``."""
+    from ppcls.data.digits import prepare_digits
+
+    root = str(tmp_path_factory.mktemp("digits") / "digits")
+    prepare_digits(root, size=32, progress=False)
+    train = _subset(os.path.join(root, "train_list.txt"), os.path.join(root, "train_small.txt"), N_TRAIN)
+    val = _subset(os.path.join(root, "val_list.txt"), os.path.join(root, "val_small.txt"), N_VAL)
+    return root, train, val
+
+
+def data_overrides(data_root, train_list="train_small.txt", val_list="val_small.txt"):
+    out = []
+    for mode, name in (("Train", train_list), ("Eval", val_list)):
+        out += [f"DataLoader.{mode}.dataset.image_root={data_root}",
+                f"DataLoader.{mode}.dataset.cls_label_path={os.path.join(data_root, name)}",
+                f"DataLoader.{mode}.sampler.batch_size=8",
+                f"DataLoader.{mode}.loader.num_workers=0"]
+    return out
+
+
+def tiny_overrides(data_root, output_dir, epochs=2, **global_keys):
+    """Overrides that turn the quickstart config into a seconds-long CPU run."""
+    out = data_overrides(data_root) + [
+        "Arch.name=MobileNeXt_x0_35", "Global.device=cpu", f"Global.output_dir={output_dir}",
+        f"Global.epochs={epochs}", "Global.print_batch_step=1", "Global.seed=7",
+        "Optimizer.lr.warmup_epoch=0"]
+    out += [f"Global.{k}={v}" for k, v in global_keys.items()]
+    return out
+
+
+def command(tool, config, overrides):
+    cmd = [sys.executable, tool, "-c", config]
+    for o in overrides:
+        cmd += ["-o", o]
+    return cmd
+
+
+def env(**extra):
+    e = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONWARNINGS="ignore")
+    e.update({k: str(v) for k, v in extra.items()})
+    return e
+
+
+def run(cmd, timeout=300, **env_extra):
+    return subprocess.run(cmd, cwd=ROOT, env=env(**env_extra), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def run_ok(cmd, timeout=300, **env_extra):
+    proc = run(cmd, timeout=timeout, **env_extra)
+    assert proc.returncode == 0, f"{' '.join(cmd)}\nSTDOUT:\n{proc.stdout[-3000:]}\nSTDERR:\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def load_params(prefix):
+    """``{name: np.ndarray}`` of a checkpoint's ``.pdparams`` (through the checked loader)."""
+    from ppcls.utils.save_load import load_checkpoint
+
+    ckpt = load_checkpoint(prefix)
+    return {k: v.numpy() for k, v in ckpt["pdparams"].items()}, ckpt
+
+
+def log_lines(text, marker):
+    return [line for line in text.splitlines() if marker in line]
