@@ -5,8 +5,8 @@ The whole list file is checked when the dataset is built, before any training st
 that is not ``path label``, a label that is not an integer in [0, class_num), or an image file
 that does not exist is a ``DataError`` naming the list file and the line (and how many other
 lines are bad). Images are decoded lazily; one that cannot be decoded is a ``DataError`` naming
-the image and its line, or, with ``skip_bad_images``, a ``BadSample`` that the loader drops and
-counts.
+the image and its line (inside the loader it travels to the main process as a ``BadSample``,
+where it is raised, or, with ``skip_bad_images``, dropped and counted).
 
 Indexing: ``dataset[i]`` or ``dataset[(i, epoch)]`` (what ``ppcls.data.sampler`` yields). The
 random ops of ``transform_ops`` draw from a generator seeded with (seed, epoch, i), so a
@@ -14,6 +14,7 @@ sample's augmentation does not depend on which worker process makes it, nor on w
 """
 
 import os
+import traceback
 
 import numpy as np
 import paddle
@@ -27,12 +28,15 @@ DATASETS = Registry("dataset")
 
 
 class BadSample:
-    """Stands in for a sample whose image could not be used (only with ``skip_bad_images``)."""
+    """Stands in for a sample that could not be made, when ``capture_errors`` is on: the loader
+    then raises (or, for bad data with ``skip_bad_images``, skips) in the main process.
+    ``bug``: the cause was not bad data but an unexpected exception (its traceback is kept)."""
 
-    __slots__ = ("message",)
+    __slots__ = ("message", "bug")
 
-    def __init__(self, message):
+    def __init__(self, message, bug=False):
         self.message = message
+        self.bug = bug
 
 
 def sample_rng(seed, epoch, index):
@@ -120,6 +124,9 @@ class ImageNetDataset(paddle.io.Dataset):
         self.images, self.labels, self.line_nos = read_list_file(
             cls_label_path, image_root, delimiter, class_num, class_num_key)
         self.skip_bad_images = skip_bad_images
+        # Return errors as BadSample instead of raising them (set by the loader: paddle's
+        # single-process DataLoader hangs when a dataset raises in its reader thread).
+        self.capture_errors = False
         self.seed = seed
         self.epoch = 0
 
@@ -142,7 +149,13 @@ class ImageNetDataset(paddle.io.Dataset):
         except DataError as err:
             reason = f"cannot decode image: {err.reason}" if isinstance(err, ImageDecodeError) else str(err)
             message = f"{self.describe(index)}: {reason}"
-            if self.skip_bad_images:
+            if self.capture_errors:
                 return BadSample(message)
             raise DataError(message) from None
+        except Exception as err:  # a bug, not bad data: keep the traceback, name the sample
+            if not self.capture_errors:
+                raise
+            trace = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+            return BadSample(f"{type(err).__name__} while making {self.describe(index)}:\n{trace}",
+                             bug=True)
         return img, np.int64(self.labels[index])

@@ -24,32 +24,41 @@ import numpy as np
 import paddle
 
 from ppcls.utils import logger
-from ppcls.utils.errors import ConfigError, DataError, UserError
+from ppcls.utils.errors import ConfigError, DataError
 
 from .dataset import DATASETS, BadSample
 from .sampler import SAMPLERS
 
 MODES = ("Train", "Eval")
-_EMPTY = "\0no-good-sample"  # marks a batch whose every sample was skipped
+# Tags of the messages a batch carries from the worker to the main process.
+_SKIPPABLE, _DATA_ERROR, _BUG, _EMPTY = "S", "D", "B", "E"
 
 _SAMPLER_KEYS = {"batch_size": int, "drop_last": bool, "shuffle": bool}
 _LOADER_KEYS = {"num_workers": int, "use_shared_memory": bool}
 
 
 def collate_batch(items):
-    """Stack the samples of one batch; returns ``[images, labels, skipped messages]``."""
+    """Stack the samples of one batch; returns ``[images, labels, messages]``.
+
+    Nothing here raises (paddle's single-process loader would hang): a sample that could not be
+    made (``BadSample``) or a batch that cannot be stacked becomes a tagged message, and the
+    main process raises or skips (``ImageDataLoader.__iter__``).
+    """
     good = [item for item in items if not isinstance(item, BadSample)]
-    skipped = [item.message for item in items if isinstance(item, BadSample)]
+    messages = [(_BUG if item.bug else _SKIPPABLE) + item.message
+                for item in items if isinstance(item, BadSample)]
+    placeholder = [np.zeros((1,), np.float32), np.zeros((1,), np.int64)]
     if not good:
-        return [np.zeros((1,), np.float32), np.zeros((1,), np.int64), skipped + [_EMPTY]]
+        return placeholder + [messages + [_EMPTY]]
     try:
         images = np.stack([item[0] for item in good])
     except ValueError:
         shapes = sorted({tuple(np.shape(item[0])) for item in good})
-        raise DataError(f"the images of one batch have different shapes {shapes}: transform_ops must "
-                        "give every image the same size (end with CropImage or RandCropImage)") from None
+        return placeholder + [messages + [
+            _DATA_ERROR + f"the images of one batch have different shapes {shapes}: transform_ops must "
+            "give every image the same size (end with CropImage or RandCropImage)"]]
     labels = np.asarray([item[1] for item in good], dtype=np.int64)
-    return [images, labels, skipped]
+    return [images, labels, messages]
 
 
 def seed_worker(base_seed, rank, worker_id):
@@ -57,21 +66,6 @@ def seed_worker(base_seed, rank, worker_id):
     state = np.random.SeedSequence([base_seed, rank, worker_id]).generate_state(1)[0]
     random.seed(int(state))
     np.random.seed(int(state))
-
-
-def _worker_message(err):
-    """The one-line message of a ``UserError`` that paddle re-raised from a worker process
-    (paddle puts the worker's whole traceback into the message)."""
-    text = str(err)
-    if "DataLoader worker(" not in text:
-        return text
-    names = {type(err).__name__, f"{type(err).__module__}.{type(err).__qualname__}"}
-    for line in reversed(text.splitlines()):
-        head, sep, rest = line.partition(": ")
-        if sep and head.strip() in names:
-            return rest.strip()
-    lines = [line for line in text.splitlines() if line.strip()]
-    return lines[-1].strip() if lines else text
 
 
 class ImageDataLoader(paddle.io.DataLoader):
@@ -89,22 +83,26 @@ class ImageDataLoader(paddle.io.DataLoader):
 
     def __iter__(self):
         self.epoch_skipped = 0
+        skip = getattr(self.dataset, "skip_bad_images", False)
         batches = super().__iter__()
         while True:
             try:
-                images, labels, skipped = next(batches)
+                images, labels, messages = next(batches)
             except StopIteration:
                 break
-            except UserError as err:
-                raise type(err)(_worker_message(err)) from None
             empty = False
-            for message in skipped:
-                if message == _EMPTY:
+            for tagged in messages:
+                tag, message = tagged[0], tagged[1:]
+                if tag == _EMPTY:
                     empty = True
-                    continue
-                self.skipped_images.append(message)
-                self.epoch_skipped += 1
-                logger.warning(f"skipped unreadable image (Global.skip_bad_images): {message}")
+                elif tag == _BUG:
+                    raise RuntimeError(message)
+                elif tag == _DATA_ERROR or not skip:
+                    raise DataError(message)
+                else:
+                    self.skipped_images.append(message)
+                    self.epoch_skipped += 1
+                    logger.warning(f"skipped unreadable image (Global.skip_bad_images): {message}")
             if not empty:
                 yield images, labels
         if self.epoch_skipped:
@@ -183,6 +181,7 @@ def build_dataloader(config, mode, device="cpu", seed=None):
     class_num, class_num_key = _class_num(config)
     dataset = dataset_cls(**ds_cfg, class_num=class_num, class_num_key=class_num_key,
                           skip_bad_images=skip_bad, seed=seed, where=f"{where}.dataset")
+    dataset.capture_errors = True
 
     # sampler
     sp_cfg = dict(section["sampler"])

@@ -114,7 +114,7 @@ def decode_image(src, name=None):
     except UnidentifiedImageError:
         _fail(name, f"not an image (no image format recognised in its {len(data):,} bytes)")
     except _BROKEN as err:
-        _fail(name, f"corrupt image header ({type(err).__name__}: {err})")
+        _fail(name, f"truncated or corrupt image data ({str(err) or type(err).__name__})")
     _check_size(img, name)
     try:
         img.load()
