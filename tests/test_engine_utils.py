@@ -57,7 +57,9 @@ def tiny_overrides(data_root, output_dir, epochs=2, **global_keys):
     out = data_overrides(data_root) + [
         "Arch.name=MobileNeXt_x0_35", "Global.device=cpu", f"Global.output_dir={output_dir}",
         f"Global.epochs={epochs}", "Global.print_batch_step=1", "Global.seed=7",
-        "Optimizer.lr.warmup_epoch=0"]
+        "Optimizer.lr.warmup_epoch=0",
+        "DataLoader.Train.dataset.transform_ops.1.RandCropImage.size=32",
+        "DataLoader.Eval.dataset.transform_ops.1.ResizeImage.size=32"]
     out += [f"Global.{k}={v}" for k, v in global_keys.items()]
     return out
 

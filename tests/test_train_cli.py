@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -55,6 +56,19 @@ def test_recipe_then_cooldown_then_eval(tiny_data, tmp_path):
     # a few steps at 1e-5 move conv weights only a little
     w = "features.0.0.weight"
     assert 0 < abs(after[w] - before[w]).max() < 1e-2
+
+    # The training curves of that log (matplotlib is an optional extra).
+    png = str(tmp_path / "curves.png")
+    plot = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "plot_log.py"),
+                           os.path.join(run_dir, "train.log"), "-o", png],
+                          cwd=ROOT, env=env(), capture_output=True, text=True, timeout=120)
+    try:
+        import matplotlib  # noqa: F401
+        assert plot.returncode == 0, plot.stderr
+        with open(png, "rb") as f:
+            assert f.read(4) == b"\x89PNG"
+    except ImportError:
+        assert plot.returncode == 2 and "needs matplotlib" in plot.stderr
 
     # tools/eval.py on the best checkpoint reproduces the best metric the run logged.
     ev = run_ok(command(EVAL, RECIPE, base + [f"Global.pretrained_model={os.path.join(run_dir, 'best_model')}"]))
@@ -115,7 +129,6 @@ def test_bad_input_one_clear_line(tiny_data, tmp_path):
         assert proc.returncode == 2, (name, stdout[-2000:], stderr[-2000:])
         assert "Traceback" not in stdout + stderr, (name, stderr)
         errors = [line for line in stderr.splitlines() if line.startswith("Error: ")]
-        print(name, "->", errors)
         assert len(errors) == 1, (name, stderr)
         for pattern in cases[name][1]:
             assert re.search(pattern, errors[0]), (name, pattern, errors[0])

@@ -114,8 +114,11 @@ def _fmt_eta(seconds):
 
 
 def _params_digest(model):
+    """SHA-256 of the trainable parameters (not the BN running statistics, which are per rank)."""
     h = hashlib.sha256()
     for name, p in model.named_parameters():
+        if p.stop_gradient:
+            continue
         h.update(name.encode())
         h.update(np.ascontiguousarray(p.numpy()).tobytes())
     return h.hexdigest()
@@ -611,6 +614,8 @@ class Engine:
         """Evaluate on ``DataLoader.Eval`` (the EMA weights when there are any); returns
         ``{"loss": ..., "CELoss": ..., "top1": ..., ...}`` over the whole set, all ranks."""
         model = self.ema.model if self.ema is not None else _bare(self.model)
+        if self.world_size > 1 and self.mode == "train":
+            self._sync_statistics(model)
         was_training = model.training
         model.eval()
         loader = self.eval_loader
@@ -672,6 +677,13 @@ class Engine:
         if was_training:
             model.train()
         return results
+
+    @staticmethod
+    def _sync_statistics(model):
+        """Give every rank rank 0's BN running statistics (each rank updated its own from its
+        shard), so all ranks evaluate, and rank 0 saves, the same model."""
+        for tensor in list(model.buffers()) + [p for p in model.parameters() if p.stop_gradient]:
+            dist.broadcast(tensor, src=0)
 
     def _reduce_losses(self, meters):
         names = sorted(meters)
