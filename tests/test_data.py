@@ -236,8 +236,12 @@ def test_skip_bad_images_drops_and_counts(corrupt_root, workers):
     loader = build_dataloader(cfg, "Train", seed=1)
     for epoch in (1, 2):
         loader.batch_sampler.set_epoch(epoch)
-        labels = [int(y[0]) for _, y in loader]
+        labels, seen = [], []
+        for _, y in loader:
+            labels.append(int(y[0]))
+            seen += loader.last_indices.tolist()
         assert len(labels) == 39  # the one-image batch of the bad scan is left out
+        assert sorted(seen) == [i for i in range(40) if i != 10]
         assert loader.epoch_skipped == 1
     assert loader.num_skipped == 2
     assert all(rel in m and "line 11" in m for m in loader.skipped_images)
@@ -550,12 +554,21 @@ def test_two_ranks_get_disjoint_shards_covering_the_data(digits, small_list, mon
             shards.append([i for batch in batches for i in batch_indices(batch)])
         assert not set(shards[0]) & set(shards[1])
         assert sorted(shards[0] + shards[1]) == list(range(40))
-    # build_dataloader reads rank and world size from the paddle.distributed.launch environment
+    # build_dataloader reads rank and world size from the paddle.distributed.launch environment;
+    # loader.last_indices names the samples of each batch
     monkeypatch.setenv("PADDLE_TRAINERS_NUM", "2")
-    monkeypatch.setenv("PADDLE_TRAINER_ID", "1")
-    loader = build_dataloader(config(digits, small_list, batch_size=4), "Train", seed=0)
-    assert (loader.batch_sampler.nranks, loader.batch_sampler.local_rank) == (2, 1)
-    assert sum(y.shape[0] for _, y in loader) == 20
+    seen = []
+    for rank in (0, 1):
+        monkeypatch.setenv("PADDLE_TRAINER_ID", str(rank))
+        loader = build_dataloader(config(digits, small_list, batch_size=4), "Train", seed=0)
+        assert (loader.batch_sampler.nranks, loader.batch_sampler.local_rank) == (2, rank)
+        loader.batch_sampler.set_epoch(2)
+        idx = []
+        for _, y in loader:
+            assert y.numpy().tolist() == [ds.labels[i] for i in loader.last_indices]
+            idx += loader.last_indices.tolist()
+        seen.append(idx)
+    assert len(seen[0]) == len(seen[1]) == 20 and sorted(seen[0] + seen[1]) == list(range(40))
 
 
 # ---------------------------------------------------------------- config errors

@@ -28,7 +28,7 @@ DATASETS = Registry("dataset")
 
 
 class BadSample:
-    """Stands in for a sample that could not be made, when ``capture_errors`` is on: the loader
+    """Stands in for a sample that could not be made, when ``for_loader`` is on: the loader
     then raises (or, for bad data with ``skip_bad_images``, skips) in the main process.
     ``bug``: the cause was not bad data but an unexpected exception (its traceback is kept)."""
 
@@ -124,9 +124,10 @@ class ImageNetDataset(paddle.io.Dataset):
         self.images, self.labels, self.line_nos = read_list_file(
             cls_label_path, image_root, delimiter, class_num, class_num_key)
         self.skip_bad_images = skip_bad_images
-        # Return errors as BadSample instead of raising them (set by the loader: paddle's
-        # single-process DataLoader hangs when a dataset raises in its reader thread).
-        self.capture_errors = False
+        # Set by the loader: samples come as (image, label, index), and errors as BadSample
+        # instead of exceptions (paddle's single-process DataLoader hangs when a dataset raises
+        # in its reader thread).
+        self.for_loader = False
         self.seed = seed
         self.epoch = 0
 
@@ -149,13 +150,15 @@ class ImageNetDataset(paddle.io.Dataset):
         except DataError as err:
             reason = f"cannot decode image: {err.reason}" if isinstance(err, ImageDecodeError) else str(err)
             message = f"{self.describe(index)}: {reason}"
-            if self.capture_errors:
+            if self.for_loader:
                 return BadSample(message)
             raise DataError(message) from None
         except Exception as err:  # a bug, not bad data: keep the traceback, name the sample
-            if not self.capture_errors:
+            if not self.for_loader:
                 raise
             trace = "".join(traceback.format_exception(type(err), err, err.__traceback__))
             return BadSample(f"{type(err).__name__} while making {self.describe(index)}:\n{trace}",
                              bug=True)
+        if self.for_loader:
+            return img, np.int64(self.labels[index]), index
         return img, np.int64(self.labels[index])

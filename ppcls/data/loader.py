@@ -11,6 +11,9 @@ Batches are ``(images float32 [N, 3, H, W], labels int64 [N])``. The loader is a
   ``loader.num_skipped`` (total since the loader was built), ``loader.skipped_images`` (their
   messages), ``loader.epoch_skipped`` (during the last pass); a pass that skipped any ends with
   a warning giving the count. The counts are this rank's.
+- ``loader.last_indices``: the dataset indices (numpy int64) of the samples in the batch just
+  yielded (rank shards are padded by repeating samples; with this a multi-card eval can count
+  each sample once, also when an image was skipped).
 - Per-worker seeding of Python's and numpy's global generators (for ops that use them); the
   ops here draw from a per-sample generator instead (see ``ppcls.data.dataset``).
 """
@@ -38,7 +41,8 @@ _LOADER_KEYS = {"num_workers": int, "use_shared_memory": bool}
 
 
 def collate_batch(items):
-    """Stack the samples of one batch; returns ``[images, labels, messages]``.
+    """Stack the samples ``(image, label, index)`` of one batch; returns
+    ``[images, labels, indices, messages]``.
 
     Nothing here raises (paddle's single-process loader would hang): a sample that could not be
     made (``BadSample``) or a batch that cannot be stacked becomes a tagged message, and the
@@ -47,7 +51,7 @@ def collate_batch(items):
     good = [item for item in items if not isinstance(item, BadSample)]
     messages = [(_BUG if item.bug else _SKIPPABLE) + item.message
                 for item in items if isinstance(item, BadSample)]
-    placeholder = [np.zeros((1,), np.float32), np.zeros((1,), np.int64)]
+    placeholder = [np.zeros((1,), np.float32), np.zeros((1,), np.int64), np.zeros((1,), np.int64)]
     if not good:
         return placeholder + [messages + [_EMPTY]]
     try:
@@ -58,7 +62,8 @@ def collate_batch(items):
             _DATA_ERROR + f"the images of one batch have different shapes {shapes}: transform_ops must "
             "give every image the same size (end with CropImage or RandCropImage)"]]
     labels = np.asarray([item[1] for item in good], dtype=np.int64)
-    return [images, labels, messages]
+    indices = np.asarray([item[2] for item in good], dtype=np.int64)
+    return [images, labels, indices, messages]
 
 
 def seed_worker(base_seed, rank, worker_id):
@@ -76,6 +81,7 @@ class ImageDataLoader(paddle.io.DataLoader):
                          return_list=True, **kwargs)
         self.skipped_images = []
         self.epoch_skipped = 0
+        self.last_indices = None
 
     @property
     def num_skipped(self):
@@ -87,7 +93,7 @@ class ImageDataLoader(paddle.io.DataLoader):
         batches = super().__iter__()
         while True:
             try:
-                images, labels, messages = next(batches)
+                images, labels, indices, messages = next(batches)
             except StopIteration:
                 break
             empty = False
@@ -104,6 +110,7 @@ class ImageDataLoader(paddle.io.DataLoader):
                     self.epoch_skipped += 1
                     logger.warning(f"skipped unreadable image (Global.skip_bad_images): {message}")
             if not empty:
+                self.last_indices = indices.numpy()
                 yield images, labels
         if self.epoch_skipped:
             logger.warning(f"skipped {self.epoch_skipped} unreadable image(s) in this pass over "
@@ -181,7 +188,7 @@ def build_dataloader(config, mode, device="cpu", seed=None):
     class_num, class_num_key = _class_num(config)
     dataset = dataset_cls(**ds_cfg, class_num=class_num, class_num_key=class_num_key,
                           skip_bad_images=skip_bad, seed=seed, where=f"{where}.dataset")
-    dataset.capture_errors = True
+    dataset.for_loader = True
 
     # sampler
     sp_cfg = dict(section["sampler"])
