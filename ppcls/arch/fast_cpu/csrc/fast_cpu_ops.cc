@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "paddle/extension.h"
@@ -127,34 +128,127 @@ void DwPlaneInputGradStride2(const T* __restrict dy, int64_t Ho, int64_t Wo, con
   }
 }
 
-// Weight gradient contribution of one plane: acc[a*3+b] += sum_{i,j} dy[i][j] x[S*i+a-1][S*j+b-1]
+// Weight gradient contribution of one plane: acc[a*3+b] += sum_{i,j} dy[i][j] x[S*i+a-1][S*j+b-1].
+// Stride 1 keeps the nine sums as nine 64-byte vector accumulators over the whole plane
+// (GCC vector extensions; rows outside the input read `zeros`) and reduces them once at
+// the end: a horizontal reduction per row and tap would cost more than the products.
+template <typename T>
+struct Vec64 {
+  typedef T type __attribute__((vector_size(64)));
+  static constexpr int kLanes = 64 / sizeof(T);
+  static type Load(const T* p) {
+    type v;
+    std::memcpy(&v, p, sizeof(v));
+    return v;
+  }
+};
+
 template <typename T, int S>
 void DwPlaneWeightGrad(const T* __restrict x, int64_t H, int64_t W, const T* __restrict dy,
-                       int64_t Ho, int64_t Wo, double* acc) {
+                       int64_t Ho, int64_t Wo, const T* __restrict zeros, double* acc) {
+  using V = typename Vec64<T>::type;
+  constexpr int kLanes = Vec64<T>::kLanes;
+  V vacc[9];
+  for (int t = 0; t < 9; ++t) vacc[t] = V{} ;
   T part[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
+  // Columns j in [1, j1) have all three taps inside the row.
+  const int64_t j1 = (W < 2) ? 1 : std::max<int64_t>(1, std::min<int64_t>(Wo, (W - 2) / S + 1));
   for (int64_t i = 0; i < Ho; ++i) {
     const T* __restrict g = dy + i * Wo;
+    const T* rows[3];
     for (int a = 0; a < 3; ++a) {
       const int64_t r = S * i + a - 1;
-      if (r < 0 || r >= H) continue;
-      const T* __restrict xr = x + r * W;
-      for (int b = 0; b < 3; ++b) {
-        // valid j: 0 <= S*j + b - 1 < W
-        const int64_t jlo = (b == 0) ? 1 : 0;
-        const int64_t jhi = (W - b < 0) ? 0 : std::min<int64_t>(Wo, (W - b) / S + 1);
-        T s = 0;
-        if (S == 1) {
-#pragma omp simd reduction(+ : s)
-          for (int64_t j = jlo; j < jhi; ++j) s += g[j] * xr[j + b - 1];
-        } else {
-#pragma omp simd reduction(+ : s)
-          for (int64_t j = jlo; j < jhi; ++j) s += g[j] * xr[S * j + b - 1];
+      rows[a] = (r < 0 || r >= H) ? zeros : x + r * W;
+    }
+    int64_t j = 1;
+    if (S == 1) {
+      for (; j + kLanes <= j1; j += kLanes) {
+        const V gv = Vec64<T>::Load(g + j);
+#pragma GCC unroll 3
+        for (int a = 0; a < 3; ++a) {
+          vacc[3 * a] += gv * Vec64<T>::Load(rows[a] + j - 1);
+          vacc[3 * a + 1] += gv * Vec64<T>::Load(rows[a] + j);
+          vacc[3 * a + 2] += gv * Vec64<T>::Load(rows[a] + j + 1);
         }
-        part[3 * a + b] += s;
       }
     }
+    // The rest (stride 2, the interior tail, column 0, columns past j1), scalar with bounds.
+    auto column = [&](int64_t jj) {
+      for (int a = 0; a < 3; ++a)
+        for (int b = 0; b < 3; ++b) {
+          const int64_t c = S * jj + b - 1;
+          if (c >= 0 && c < W) part[3 * a + b] += g[jj] * rows[a][c];
+        }
+    };
+    for (; j < Wo; ++j) column(j);
+    column(0);
   }
-  for (int t = 0; t < 9; ++t) acc[t] += part[t];
+  for (int t = 0; t < 9; ++t) {
+    T sum = part[t];
+    for (int l = 0; l < kLanes; ++l) sum += vacc[t][l];
+    acc[t] += sum;
+  }
+}
+
+// Narrow planes (the 14x14 and smaller maps), stride 1: a row-wise loop would be a few
+// lanes long, so these work on a zero-bordered copy of the plane, [H + 2, W + 2], and run
+// one flat loop over H * (W + 2) positions (the two border columns are computed and
+// dropped). Buffers are per thread; borders are zeroed once and never written.
+constexpr int64_t kNarrowPlane = 32;
+
+template <typename T>
+struct NarrowBuffers {
+  int64_t H, W, P;             // P = W + 2, the padded row pitch
+  std::vector<T> pad, flat, g;  // [(H+2)*P + 2], [H*P], [H*P]
+  NarrowBuffers(int64_t h, int64_t w)
+      : H(h), W(w), P(w + 2), pad((h + 2) * (w + 2) + 2, T(0)), flat(h * (w + 2), T(0)),
+        g(h * (w + 2), T(0)) {}
+  void Pad(const T* x) {
+    for (int64_t i = 0; i < H; ++i) std::memcpy(&pad[(i + 1) * P + 1], x + i * W, W * sizeof(T));
+  }
+};
+
+template <typename T>
+void DwPlaneForwardNarrow(const T* x, const T* k, T* __restrict y, NarrowBuffers<T>* buf) {
+  buf->Pad(x);
+  const int64_t P = buf->P, L = buf->H * P;
+  const T* __restrict p0 = buf->pad.data();
+  const T* __restrict p1 = p0 + P;
+  const T* __restrict p2 = p0 + 2 * P;
+  T* __restrict o = buf->flat.data();
+#pragma omp simd
+  for (int64_t q = 0; q < L; ++q) {
+    o[q] = k[0] * p0[q] + k[1] * p0[q + 1] + k[2] * p0[q + 2] + k[3] * p1[q] + k[4] * p1[q + 1] +
+           k[5] * p1[q + 2] + k[6] * p2[q] + k[7] * p2[q + 1] + k[8] * p2[q + 2];
+  }
+  for (int64_t i = 0; i < buf->H; ++i) std::memcpy(y + i * buf->W, o + i * P, buf->W * sizeof(T));
+}
+
+template <typename T>
+void DwPlaneWeightGradNarrow(const T* x, const T* dy, NarrowBuffers<T>* buf, double* acc) {
+  buf->Pad(x);
+  const int64_t P = buf->P, L = buf->H * P, W = buf->W;
+  for (int64_t i = 0; i < buf->H; ++i) std::memcpy(&buf->g[i * P], dy + i * W, W * sizeof(T));
+  const T* __restrict p0 = buf->pad.data();
+  const T* __restrict p1 = p0 + P;
+  const T* __restrict p2 = p0 + 2 * P;
+  const T* __restrict g = buf->g.data();
+  T s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0, s8 = 0;
+#pragma omp simd reduction(+ : s0, s1, s2, s3, s4, s5, s6, s7, s8)
+  for (int64_t q = 0; q < L; ++q) {
+    const T gv = g[q];
+    s0 += gv * p0[q];
+    s1 += gv * p0[q + 1];
+    s2 += gv * p0[q + 2];
+    s3 += gv * p1[q];
+    s4 += gv * p1[q + 1];
+    s5 += gv * p1[q + 2];
+    s6 += gv * p2[q];
+    s7 += gv * p2[q + 1];
+    s8 += gv * p2[q + 2];
+  }
+  const T sums[9] = {s0, s1, s2, s3, s4, s5, s6, s7, s8};
+  for (int t = 0; t < 9; ++t) acc[t] += sums[t];
 }
 
 template <typename T, int S>
@@ -162,13 +256,19 @@ void DwForwardAll(const T* x, const T* w, T* y, int64_t N, int64_t C, int64_t H,
                   int64_t W, int threads) {
   const int64_t Ho = OutSize(H, S), Wo = OutSize(W, S);
   const int nt = ThreadsFor(N * C * H * W, threads);
+  const bool narrow = S == 1 && W < kNarrowPlane;
 #pragma omp parallel num_threads(nt)
   {
     std::vector<T> zeros(W, T(0));
+    NarrowBuffers<T> buf(narrow ? H : 0, narrow ? W : 0);
 #pragma omp for schedule(static)
     for (int64_t p = 0; p < N * C; ++p) {
       const int64_t c = p % C;
-      DwPlaneForward<T, S>(x + p * H * W, H, W, w + 9 * c, zeros.data(), y + p * Ho * Wo, Ho, Wo);
+      if (narrow) {
+        DwPlaneForwardNarrow<T>(x + p * H * W, w + 9 * c, y + p * Ho * Wo, &buf);
+      } else {
+        DwPlaneForward<T, S>(x + p * H * W, H, W, w + 9 * c, zeros.data(), y + p * Ho * Wo, Ho, Wo);
+      }
     }
   }
 }
@@ -191,18 +291,26 @@ void DwBackwardAll(const T* xp, const T* wp, const T* gp, T* dxp, T* dwp, int64_
     }
   }
   // Weight gradient: each thread owns whole channels and sums over the batch.
-#pragma omp parallel for schedule(static) num_threads(ThreadsFor(N * C * H * W, std::min<int64_t>(threads, C)))
-  for (int64_t c = 0; c < C; ++c) {
-    double acc[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
-    for (int64_t n = 0; n < N; ++n) {
-      const int64_t p = n * C + c;
-      if (stride == 1) {
-        DwPlaneWeightGrad<T, 1>(xp + p * H * W, H, W, gp + p * Ho * Wo, Ho, Wo, acc);
-      } else {
-        DwPlaneWeightGrad<T, 2>(xp + p * H * W, H, W, gp + p * Ho * Wo, Ho, Wo, acc);
+#pragma omp parallel num_threads(ThreadsFor(N * C * H * W, std::min<int64_t>(threads, C)))
+  {
+    const std::vector<T> zeros(W, T(0));
+    const bool narrow = stride == 1 && W < kNarrowPlane;
+    NarrowBuffers<T> buf(narrow ? H : 0, narrow ? W : 0);
+#pragma omp for schedule(static)
+    for (int64_t c = 0; c < C; ++c) {
+      double acc[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
+      for (int64_t n = 0; n < N; ++n) {
+        const int64_t p = n * C + c;
+        if (narrow) {
+          DwPlaneWeightGradNarrow<T>(xp + p * H * W, gp + p * Ho * Wo, &buf, acc);
+        } else if (stride == 1) {
+          DwPlaneWeightGrad<T, 1>(xp + p * H * W, H, W, gp + p * Ho * Wo, Ho, Wo, zeros.data(), acc);
+        } else {
+          DwPlaneWeightGrad<T, 2>(xp + p * H * W, H, W, gp + p * Ho * Wo, Ho, Wo, zeros.data(), acc);
+        }
       }
+      for (int t = 0; t < 9; ++t) dwp[9 * c + t] = static_cast<T>(acc[t]);
     }
-    for (int t = 0; t < 9; ++t) dwp[9 * c + t] = static_cast<T>(acc[t]);
   }
 }
 
@@ -210,6 +318,11 @@ void DwBackwardAll(const T* xp, const T* wp, const T* gp, T* dxp, T* dwp, int64_
 // Batch norm on batch statistics (+ ReLU6). Large planes go channel by channel (contiguous
 // HW runs); small planes (the late, low-resolution layers) go sample by sample over whole
 // C*HW rows with per-element accumulators, since a per-plane loop would be all overhead.
+//
+// y = act(fma(x - mean, scale, beta)), scale = gamma * invstd rounded to T. The backward
+// pass recomputes the pre-activation by the same expression from the same T values, so
+// its ReLU6 mask is exactly the forward's (0 < pre < 6, as paddle's relu6_grad on the
+// output), without keeping or reading y. Sums over the batch are double.
 // ---------------------------------------------------------------------------------------
 
 constexpr int64_t kSmallPlane = 64;  // HW below this: row-wise regime
@@ -220,33 +333,53 @@ inline T Relu6(T v) {  // by selects: std::min/max take references and defeat ve
   return v < T(6) ? v : T(6);
 }
 
-template <typename T>
-inline T Relu6Pass(T y, T g) {  // ReLU6's gradient, from its output as paddle's relu6_grad
-  return ((y > T(0)) & (y < T(6))) ? g : T(0);
+template <bool kRelu6, typename T>
+inline T Activate(T pre) {
+  return kRelu6 ? Relu6(pre) : pre;
 }
 
-// Row-wise sums over the batch: out[j] = sum_n f(n, j) for j < L, split over threads by
-// sample ranges, partial rows added in thread order (deterministic for a thread count).
+template <bool kRelu6, typename T>
+inline T PassGrad(T pre, T g) {  // the activation's gradient at `pre`
+  return (!kRelu6 || ((pre > T(0)) & (pre < T(6)))) ? g : T(0);
+}
+
+template <typename T>
+inline T BnScale(T gamma, T invstd) {
+  return static_cast<T>(static_cast<double>(gamma) * static_cast<double>(invstd));
+}
+
+// Row-wise sums over the batch: f(n, acc) adds sample n's row(s) into acc (width L each,
+// `rows` of them), split over threads by sample ranges; partial sums are added in thread
+// order, so results are deterministic for a given thread count.
 template <typename F>
-void RowSums(int64_t N, int64_t L, int threads, std::vector<double>* out, F f) {
+std::vector<double> RowSums(int64_t N, int64_t L, int rows, int threads, F f) {
   const int nt = static_cast<int>(std::min<int64_t>(ThreadsFor(N * L, threads), N));
-  std::vector<double> part(static_cast<size_t>(nt) * L, 0.0);
+  const int64_t width = L * rows;
+  std::vector<double> part(static_cast<size_t>(nt) * width, 0.0);
 #pragma omp parallel num_threads(nt)
   {
     const int t = omp_get_thread_num();
-    double* acc = part.data() + static_cast<int64_t>(t) * L;
+    double* acc = part.data() + t * width;
     for (int64_t n = N * t / nt; n < N * (t + 1) / nt; ++n) f(n, acc);
   }
-  out->assign(L, 0.0);
-  for (int t = 0; t < nt; ++t)
-    for (int64_t j = 0; j < L; ++j) (*out)[j] += part[static_cast<int64_t>(t) * L + j];
+  std::vector<double> out(part.begin(), part.begin() + width);
+  for (int t = 1; t < nt; ++t)
+    for (int64_t j = 0; j < width; ++j) out[j] += part[t * width + j];
+  return out;
 }
 
-// Per-channel values expanded to a C*HW row.
-template <typename T>
-std::vector<T> ExpandRow(const std::vector<double>& per_channel, int64_t HW) {
-  std::vector<T> row(per_channel.size() * HW);
-  for (size_t c = 0; c < per_channel.size(); ++c)
+// Per-channel sums of an L = C*HW row, and per-channel values expanded to such a row.
+inline std::vector<double> ChannelSums(const double* row, int64_t C, int64_t HW) {
+  std::vector<double> sums(C, 0.0);
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t k = 0; k < HW; ++k) sums[c] += row[c * HW + k];
+  return sums;
+}
+
+template <typename T, typename U>
+std::vector<T> ExpandRow(const U* per_channel, int64_t C, int64_t HW) {
+  std::vector<T> row(C * HW);
+  for (int64_t c = 0; c < C; ++c)
     for (int64_t k = 0; k < HW; ++k) row[c * HW + k] = static_cast<T>(per_channel[c]);
   return row;
 }
@@ -257,25 +390,18 @@ struct BnForwardArgs {
   T *y, *saved_mean, *saved_invstd, *mean_out, *var_out;
   int64_t N, C, HW;
   double momentum, epsilon;
-  bool relu6;
   int threads;
+
+  // From channel c's batch mean and biased variance: the saved and running statistics.
+  void Finish(int64_t c, double mean, double var) const {
+    saved_mean[c] = static_cast<T>(mean);
+    saved_invstd[c] = static_cast<T>(1.0 / std::sqrt(var + epsilon));
+    mean_out[c] = static_cast<T>(momentum * running_mean[c] + (1.0 - momentum) * mean);
+    var_out[c] = static_cast<T>(momentum * running_var[c] + (1.0 - momentum) * var);
+  }
 };
 
-// From a channel's batch mean and (biased) variance: the saved statistics, the running
-// statistics, and the scale of y = (x - mean) * scale + beta. (Subtracting the mean first,
-// as Paddle does, keeps channels whose mean is large against their spread exact; folding it
-// into one offset would cancel catastrophically there.)
-template <typename T>
-void BnChannelFinish(const BnForwardArgs<T>& a, int64_t c, double mean, double var, double* scale) {
-  const double invstd = 1.0 / std::sqrt(var + a.epsilon);
-  a.saved_mean[c] = static_cast<T>(mean);
-  a.saved_invstd[c] = static_cast<T>(invstd);
-  a.mean_out[c] = static_cast<T>(a.momentum * a.running_mean[c] + (1.0 - a.momentum) * mean);
-  a.var_out[c] = static_cast<T>(a.momentum * a.running_var[c] + (1.0 - a.momentum) * var);
-  *scale = a.gamma[c] * invstd;
-}
-
-template <typename T>
+template <bool kRelu6, typename T>
 void BnForwardLargePlanes(const BnForwardArgs<T>& a) {
   const int64_t N = a.N, C = a.C, HW = a.HW;
   const double M = static_cast<double>(N * HW);
@@ -297,191 +423,172 @@ void BnForwardLargePlanes(const BnForwardArgs<T>& a) {
       sumsq += pq;
     }
     const double dmean = sum / M;
-    const double mean = shift + dmean;
-    double scale;
-    BnChannelFinish(a, c, mean, std::max(0.0, sumsq / M - dmean * dmean), &scale);
-    const T m = static_cast<T>(mean), s = static_cast<T>(scale), b = a.beta[c];
+    a.Finish(c, shift + dmean, std::max(0.0, sumsq / M - dmean * dmean));
+    const T m = a.saved_mean[c], s = BnScale(a.gamma[c], a.saved_invstd[c]), b = a.beta[c];
     for (int64_t n = 0; n < N; ++n) {
       const T* __restrict xc = a.x + (n * C + c) * HW;
       T* __restrict yc = a.y + (n * C + c) * HW;
-      if (a.relu6) {
 #pragma omp simd
-        for (int64_t k = 0; k < HW; ++k) yc[k] = Relu6((xc[k] - m) * s + b);
-      } else {
-#pragma omp simd
-        for (int64_t k = 0; k < HW; ++k) yc[k] = (xc[k] - m) * s + b;
-      }
+      for (int64_t k = 0; k < HW; ++k) yc[k] = Activate<kRelu6>(std::fma(xc[k] - m, s, b));
     }
   }
 }
 
-template <typename T>
+template <bool kRelu6, typename T>
 void BnForwardSmallPlanes(const BnForwardArgs<T>& a) {
   const int64_t N = a.N, C = a.C, HW = a.HW, L = C * HW;
   const double M = static_cast<double>(N * HW);
-  std::vector<double> acc, mean(C), scale(C), beta(C);
-  RowSums(N, L, a.threads, &acc, [&](int64_t n, double* __restrict out) {
+  const std::vector<double> sum = ChannelSums(RowSums(N, L, 1, a.threads, [&](int64_t n, double* __restrict out) {
     const T* __restrict row = a.x + n * L;
 #pragma omp simd
     for (int64_t j = 0; j < L; ++j) out[j] += row[j];
-  });
-  for (int64_t c = 0; c < C; ++c) {
-    double s = 0.0;
-    for (int64_t k = 0; k < HW; ++k) s += acc[c * HW + k];
-    mean[c] = s / M;
-  }
-  const std::vector<T> mrow = ExpandRow<T>(mean, HW);
-  RowSums(N, L, a.threads, &acc, [&](int64_t n, double* __restrict out) {
+  }).data(), C, HW);
+  std::vector<double> mean(C);
+  for (int64_t c = 0; c < C; ++c) mean[c] = sum[c] / M;
+  const std::vector<double> dmrow = ExpandRow<double>(mean.data(), C, HW);
+  const std::vector<double> sq = ChannelSums(RowSums(N, L, 1, a.threads, [&](int64_t n, double* __restrict out) {
     const T* __restrict row = a.x + n * L;
-    const T* __restrict m = mrow.data();
+    const double* __restrict m = dmrow.data();
 #pragma omp simd
     for (int64_t j = 0; j < L; ++j) {
       const double d = static_cast<double>(row[j]) - m[j];
       out[j] += d * d;
     }
-  });
+  }).data(), C, HW);
+  std::vector<T> scale(C);
   for (int64_t c = 0; c < C; ++c) {
-    double s = 0.0;
-    for (int64_t k = 0; k < HW; ++k) s += acc[c * HW + k];
-    BnChannelFinish(a, c, mean[c], s / M, &scale[c]);
-    beta[c] = a.beta[c];
+    a.Finish(c, mean[c], sq[c] / M);
+    scale[c] = BnScale(a.gamma[c], a.saved_invstd[c]);
   }
-  const std::vector<T> srow = ExpandRow<T>(scale, HW), brow = ExpandRow<T>(beta, HW);
+  const std::vector<T> mrow = ExpandRow<T>(a.saved_mean, C, HW), srow = ExpandRow<T>(scale.data(), C, HW),
+                       brow = ExpandRow<T>(a.beta, C, HW);
 #pragma omp parallel for schedule(static) num_threads(std::min<int64_t>(ThreadsFor(N * L, a.threads), N))
   for (int64_t n = 0; n < N; ++n) {
     const T* __restrict row = a.x + n * L;
     T* __restrict out = a.y + n * L;
-    const T* __restrict mr = mrow.data();
-    const T* __restrict sr = srow.data();
-    const T* __restrict br = brow.data();
-    if (a.relu6) {
+    const T *__restrict mr = mrow.data(), *__restrict sr = srow.data(), *__restrict br = brow.data();
 #pragma omp simd
-      for (int64_t j = 0; j < L; ++j) out[j] = Relu6((row[j] - mr[j]) * sr[j] + br[j]);
-    } else {
-#pragma omp simd
-      for (int64_t j = 0; j < L; ++j) out[j] = (row[j] - mr[j]) * sr[j] + br[j];
-    }
+    for (int64_t j = 0; j < L; ++j) out[j] = Activate<kRelu6>(std::fma(row[j] - mr[j], sr[j], br[j]));
   }
 }
 
 template <typename T>
 struct BnBackwardArgs {
-  const T *x, *gamma, *saved_mean, *saved_invstd, *y, *dy;
+  const T *x, *gamma, *beta, *saved_mean, *saved_invstd, *dy;
   T *dx, *dgamma, *dbeta;
   int64_t N, C, HW;
-  bool relu6;
   int threads;
+
+  // g = dy where the activation passed (all of dy without ReLU6), xhat = (x - mean) * invstd:
+  // dbeta = sum g, dgamma = sum g * xhat,
+  // dx = gamma * invstd * (g - mean(g) - xhat * mean(g * xhat)) = ca * (g - cm - (x - mean) * cb),
+  // from sum_g and sum_gx = sum g * (x - mean).
+  void Coeffs(int64_t c, double sum_g, double sum_gx, T* ca, T* cm, T* cb) const {
+    const double M = static_cast<double>(N * HW);
+    const double invstd = saved_invstd[c];
+    dbeta[c] = static_cast<T>(sum_g);
+    dgamma[c] = static_cast<T>(sum_gx * invstd);
+    *ca = static_cast<T>(gamma[c] * invstd);
+    *cm = static_cast<T>(sum_g / M);
+    *cb = static_cast<T>(invstd * invstd * sum_gx / M);
+  }
 };
 
-// g = dy where ReLU6 passed its input (all of dy without ReLU6), xhat = (x - mean) * invstd:
-// dbeta = sum g, dgamma = sum g * xhat, dx = gamma * invstd * (g - mean(g) - xhat * mean(g * xhat)).
-// From sum_g and sum_gx = sum g * (x - mean): dx = a * (g - mg - (x - mean) * b).
-template <typename T>
-void BnBackwardCoeffs(const BnBackwardArgs<T>& p, int64_t c, double sum_g, double sum_gx,
-                      double* a, double* mg, double* b) {
-  const double M = static_cast<double>(p.N * p.HW);
-  const double invstd = p.saved_invstd[c];
-  p.dbeta[c] = static_cast<T>(sum_g);
-  p.dgamma[c] = static_cast<T>(sum_gx * invstd);
-  *a = p.gamma[c] * invstd;
-  *mg = sum_g / M;
-  *b = invstd * invstd * sum_gx / M;
-}
-
-template <typename T>
+template <bool kRelu6, typename T>
 void BnBackwardLargePlanes(const BnBackwardArgs<T>& p) {
   const int64_t N = p.N, C = p.C, HW = p.HW;
 #pragma omp parallel for schedule(static) num_threads(ThreadsFor(N * C * HW, std::min<int64_t>(p.threads, C)))
   for (int64_t c = 0; c < C; ++c) {
-    const T mean = p.saved_mean[c];
+    const T m = p.saved_mean[c], s = BnScale(p.gamma[c], p.saved_invstd[c]), b = p.beta[c];
     double sum_g = 0.0, sum_gx = 0.0;
     for (int64_t n = 0; n < N; ++n) {
-      const int64_t off = (n * C + c) * HW;
-      const T* __restrict xc = p.x + off;
-      const T* __restrict yc = p.y + off;
-      const T* __restrict gc = p.dy + off;
+      const T* __restrict xc = p.x + (n * C + c) * HW;
+      const T* __restrict gc = p.dy + (n * C + c) * HW;
       T pg = 0, pgx = 0;
-      if (p.relu6) {
 #pragma omp simd reduction(+ : pg, pgx)
-        for (int64_t k = 0; k < HW; ++k) {
-          const T g = Relu6Pass(yc[k], gc[k]);
-          pg += g;
-          pgx += g * (xc[k] - mean);
-        }
-      } else {
-#pragma omp simd reduction(+ : pg, pgx)
-        for (int64_t k = 0; k < HW; ++k) {
-          pg += gc[k];
-          pgx += gc[k] * (xc[k] - mean);
-        }
+      for (int64_t k = 0; k < HW; ++k) {
+        const T d = xc[k] - m;
+        const T g = PassGrad<kRelu6>(std::fma(d, s, b), gc[k]);
+        pg += g;
+        pgx += g * d;
       }
       sum_g += pg;
       sum_gx += pgx;
     }
-    double da, dmg, db;
-    BnBackwardCoeffs(p, c, sum_g, sum_gx, &da, &dmg, &db);
-    const T a = static_cast<T>(da), mg = static_cast<T>(dmg), b = static_cast<T>(db);
+    T ca, cm, cb;
+    p.Coeffs(c, sum_g, sum_gx, &ca, &cm, &cb);
     for (int64_t n = 0; n < N; ++n) {
-      const int64_t off = (n * C + c) * HW;
-      const T* __restrict xc = p.x + off;
-      const T* __restrict yc = p.y + off;
-      const T* __restrict gc = p.dy + off;
-      T* __restrict dxc = p.dx + off;
-      if (p.relu6) {
+      const T* __restrict xc = p.x + (n * C + c) * HW;
+      const T* __restrict gc = p.dy + (n * C + c) * HW;
+      T* __restrict dxc = p.dx + (n * C + c) * HW;
 #pragma omp simd
-        for (int64_t k = 0; k < HW; ++k) dxc[k] = a * (Relu6Pass(yc[k], gc[k]) - mg - (xc[k] - mean) * b);
-      } else {
-#pragma omp simd
-        for (int64_t k = 0; k < HW; ++k) dxc[k] = a * (gc[k] - mg - (xc[k] - mean) * b);
+      for (int64_t k = 0; k < HW; ++k) {
+        const T d = xc[k] - m;
+        dxc[k] = ca * (PassGrad<kRelu6>(std::fma(d, s, b), gc[k]) - cm - d * cb);
       }
     }
   }
 }
 
-template <typename T>
+template <bool kRelu6, typename T>
 void BnBackwardSmallPlanes(const BnBackwardArgs<T>& p) {
   const int64_t N = p.N, C = p.C, HW = p.HW, L = C * HW;
-  std::vector<double> mean(C), a(C), mg(C), b(C), acc_g, acc_gx;
-  for (int64_t c = 0; c < C; ++c) mean[c] = p.saved_mean[c];
-  const std::vector<T> mrow = ExpandRow<T>(mean, HW);
-  const bool relu6 = p.relu6;
-  RowSums(N, L, p.threads, &acc_g, [&](int64_t n, double* __restrict out) {
-    const T* __restrict yr = p.y + n * L;
-    const T* __restrict gr = p.dy + n * L;
-#pragma omp simd
-    for (int64_t j = 0; j < L; ++j) out[j] += relu6 ? Relu6Pass(yr[j], gr[j]) : gr[j];
-  });
-  RowSums(N, L, p.threads, &acc_gx, [&](int64_t n, double* __restrict out) {
+  std::vector<T> scale(C);
+  for (int64_t c = 0; c < C; ++c) scale[c] = BnScale(p.gamma[c], p.saved_invstd[c]);
+  const std::vector<T> mrow = ExpandRow<T>(p.saved_mean, C, HW), srow = ExpandRow<T>(scale.data(), C, HW),
+                       brow = ExpandRow<T>(p.beta, C, HW);
+  // One pass, two accumulator rows: [0, L) sums g, [L, 2L) sums g * (x - mean).
+  const std::vector<double> acc = RowSums(N, L, 2, p.threads, [&](int64_t n, double* __restrict out) {
     const T* __restrict xr = p.x + n * L;
-    const T* __restrict yr = p.y + n * L;
     const T* __restrict gr = p.dy + n * L;
-    const T* __restrict m = mrow.data();
+    const T *__restrict mr = mrow.data(), *__restrict sr = srow.data(), *__restrict br = brow.data();
+    double* __restrict og = out;
+    double* __restrict ogx = out + L;
 #pragma omp simd
-    for (int64_t j = 0; j < L; ++j) out[j] += (relu6 ? Relu6Pass(yr[j], gr[j]) : gr[j]) * (xr[j] - m[j]);
-  });
-  for (int64_t c = 0; c < C; ++c) {
-    double sg = 0.0, sgx = 0.0;
-    for (int64_t k = 0; k < HW; ++k) {
-      sg += acc_g[c * HW + k];
-      sgx += acc_gx[c * HW + k];
+    for (int64_t j = 0; j < L; ++j) {
+      const T d = xr[j] - mr[j];
+      const T g = PassGrad<kRelu6>(std::fma(d, sr[j], br[j]), gr[j]);
+      og[j] += g;
+      ogx[j] += g * d;
     }
-    BnBackwardCoeffs(p, c, sg, sgx, &a[c], &mg[c], &b[c]);
-  }
-  const std::vector<T> arow = ExpandRow<T>(a, HW), mgrow = ExpandRow<T>(mg, HW),
-                       brow = ExpandRow<T>(b, HW);
+  });
+  const std::vector<double> sum_g = ChannelSums(acc.data(), C, HW), sum_gx = ChannelSums(acc.data() + L, C, HW);
+  std::vector<T> ca(C), cm(C), cb(C);
+  for (int64_t c = 0; c < C; ++c) p.Coeffs(c, sum_g[c], sum_gx[c], &ca[c], &cm[c], &cb[c]);
+  const std::vector<T> arow = ExpandRow<T>(ca.data(), C, HW), cmrow = ExpandRow<T>(cm.data(), C, HW),
+                       cbrow = ExpandRow<T>(cb.data(), C, HW);
 #pragma omp parallel for schedule(static) num_threads(std::min<int64_t>(ThreadsFor(N * L, p.threads), N))
   for (int64_t n = 0; n < N; ++n) {
     const T* __restrict xr = p.x + n * L;
-    const T* __restrict yr = p.y + n * L;
     const T* __restrict gr = p.dy + n * L;
     T* __restrict out = p.dx + n * L;
-    const T *__restrict ar = arow.data(), *__restrict mgr = mgrow.data(), *__restrict br = brow.data();
-    const T* __restrict m = mrow.data();
+    const T *__restrict mr = mrow.data(), *__restrict sr = srow.data(), *__restrict br = brow.data();
+    const T *__restrict ar = arow.data(), *__restrict cmr = cmrow.data(), *__restrict cbr = cbrow.data();
 #pragma omp simd
     for (int64_t j = 0; j < L; ++j) {
-      const T g = relu6 ? Relu6Pass(yr[j], gr[j]) : gr[j];
-      out[j] = ar[j] * (g - mgr[j] - (xr[j] - m[j]) * br[j]);
+      const T d = xr[j] - mr[j];
+      out[j] = ar[j] * (PassGrad<kRelu6>(std::fma(d, sr[j], br[j]), gr[j]) - cmr[j] - d * cbr[j]);
     }
+  }
+}
+
+template <typename T>
+void BnForward(const BnForwardArgs<T>& a, bool relu6) {
+  const bool small = a.HW < kSmallPlane;
+  if (relu6) {
+    small ? BnForwardSmallPlanes<true>(a) : BnForwardLargePlanes<true>(a);
+  } else {
+    small ? BnForwardSmallPlanes<false>(a) : BnForwardLargePlanes<false>(a);
+  }
+}
+
+template <typename T>
+void BnBackward(const BnBackwardArgs<T>& p, bool relu6) {
+  const bool small = p.HW < kSmallPlane;
+  if (relu6) {
+    small ? BnBackwardSmallPlanes<true>(p) : BnBackwardLargePlanes<true>(p);
+  } else {
+    small ? BnBackwardSmallPlanes<false>(p) : BnBackwardLargePlanes<false>(p);
   }
 }
 
@@ -671,37 +778,29 @@ std::vector<paddle::Tensor> BnActTrainForward(const paddle::Tensor& x, const pad
                             running_mean.data<data_t>(), running_var.data<data_t>(),
                             y.data<data_t>(), saved_mean.data<data_t>(), saved_invstd.data<data_t>(),
                             mean_out.data<data_t>(), var_out.data<data_t>(), N, C, HW,
-                            momentum, epsilon, relu6, threads};
-    if (HW >= kSmallPlane) {
-      BnForwardLargePlanes(a);
-    } else {
-      BnForwardSmallPlanes(a);
-    }
+                            momentum, epsilon, threads};
+    BnForward(a, relu6);
   }));
   return {y, saved_mean, saved_invstd, mean_out, var_out};
 }
 
 std::vector<paddle::Tensor> BnActTrainBackward(const paddle::Tensor& x, const paddle::Tensor& gamma,
+                                               const paddle::Tensor& beta,
                                                const paddle::Tensor& saved_mean,
                                                const paddle::Tensor& saved_invstd,
-                                               const paddle::Tensor& y, const paddle::Tensor& dy,
-                                               float momentum, float epsilon, bool relu6,
-                                               int threads) {
+                                               const paddle::Tensor& dy, float momentum,
+                                               float epsilon, bool relu6, int threads) {
   const auto& s = x.shape();
   const int64_t N = s[0], C = s[1], HW = s[2] * s[3];
   auto dx = paddle::empty(s, x.dtype(), x.place());
   auto dgamma = paddle::empty({C}, x.dtype(), x.place());
   auto dbeta = paddle::empty({C}, x.dtype(), x.place());
   PD_DISPATCH_FLOATING_TYPES(x.type(), "fast_bn_act_train_grad", ([&] {
-    BnBackwardArgs<data_t> p{x.data<data_t>(), gamma.data<data_t>(), saved_mean.data<data_t>(),
-                             saved_invstd.data<data_t>(), y.data<data_t>(), dy.data<data_t>(),
-                             dx.data<data_t>(), dgamma.data<data_t>(), dbeta.data<data_t>(),
-                             N, C, HW, relu6, threads};
-    if (HW >= kSmallPlane) {
-      BnBackwardLargePlanes(p);
-    } else {
-      BnBackwardSmallPlanes(p);
-    }
+    BnBackwardArgs<data_t> p{x.data<data_t>(), gamma.data<data_t>(), beta.data<data_t>(),
+                             saved_mean.data<data_t>(), saved_invstd.data<data_t>(),
+                             dy.data<data_t>(), dx.data<data_t>(), dgamma.data<data_t>(),
+                             dbeta.data<data_t>(), N, C, HW, threads};
+    BnBackward(p, relu6);
   }));
   return {dx, dgamma, dbeta};
 }
@@ -731,7 +830,7 @@ PD_BUILD_OP(fast_bn_act_train)
     .SetInferDtypeFn(PD_INFER_DTYPE(BnActInferDtype));
 
 PD_BUILD_GRAD_OP(fast_bn_act_train)
-    .Inputs({"X", "Gamma", "SavedMean", "SavedInvStd", "Y", paddle::Grad("Y")})
+    .Inputs({"X", "Gamma", "Beta", "SavedMean", "SavedInvStd", paddle::Grad("Y")})
     .Outputs({paddle::Grad("X"), paddle::Grad("Gamma"), paddle::Grad("Beta")})
     .Attrs({"momentum: float", "epsilon: float", "relu6: bool", "threads: int"})
     .SetKernelFn(PD_KERNEL(BnActTrainBackward));
