@@ -31,7 +31,8 @@ def _pairs(text):
 
 def parse_log(path):
     """``{"lr": [(x, lr)], "train": {epoch: {...}}, "eval": {epoch: {...}}}`` from a train.log;
-    ``x`` is the epoch as a real number (epoch - 1 + iter / iters)."""
+    ``x`` is the training progress in epochs (epoch - 1 + iter / iters), so epoch N's summary
+    values sit at x = N, where epoch N ends."""
     if not os.path.isfile(path):
         raise DataError(f"log file not found: {path}")
     lr, train, evals = {}, {}, {}
@@ -77,7 +78,7 @@ def plot_log(log_path, png_path, metric="top1"):
     ax = axes[1]
     if data["lr"]:
         xs, ys = zip(*data["lr"])
-        ax.plot([x + 1 for x in xs], ys, ".-", label="lr")
+        ax.plot(xs, ys, ".-", label="lr")
     ax.set_title("learning rate")
 
     ax = axes[2]

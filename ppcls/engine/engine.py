@@ -204,6 +204,9 @@ class Engine:
 
             load_pretrained(self.model, g["pretrained_model"])
             logger.info(f"Loaded pretrained weights from {g['pretrained_model']}")
+        elif g["pretrained_model"]:
+            logger.warning(f"Global.pretrained_model ({g['pretrained_model']}) is ignored: "
+                           f"Global.checkpoints ({g['checkpoints']}) resumes the whole state")
         elif mode == "eval" and not g["pretrained_model"]:
             logger.warning("Global.pretrained_model is not set: evaluating randomly initialized "
                            "weights")
@@ -211,6 +214,12 @@ class Engine:
         if mode == "train":
             self._build_optimizer()
 
+        if mode == "train" and config.get("EMA"):
+            ema_cfg = config["EMA"]
+            if not isinstance(ema_cfg, dict) or set(ema_cfg) - EMA_KEYS:
+                raise ConfigError(f"EMA expects {{decay: 0.9999}}, got {ema_cfg!r}")
+            self.ema = ModelEMA(self.model, ema_cfg.get("decay", 0.9999))
+        # (the EMA copy is taken before AMP O2 casts the model, so it averages in float32)
         if self.amp and self.amp["level"] == "O2":
             if mode == "train":
                 self.model, self.optimizer = paddle.amp.decorate(
@@ -225,11 +234,6 @@ class Engine:
                 use_dynamic_loss_scaling=self.amp["use_dynamic_loss_scaling"],
                 **{k: self.amp[k] for k in ("incr_every_n_steps", "decr_every_n_nan_or_inf",
                                             "incr_ratio", "decr_ratio") if k in self.amp})
-        if mode == "train" and config.get("EMA"):
-            ema_cfg = config["EMA"]
-            if not isinstance(ema_cfg, dict) or set(ema_cfg) - EMA_KEYS:
-                raise ConfigError(f"EMA expects {{decay: 0.9999}}, got {ema_cfg!r}")
-            self.ema = ModelEMA(self.model, ema_cfg.get("decay", 0.9999))
         if mode == "train" and g["checkpoints"]:
             self._resume(g["checkpoints"])
         if g["to_static"]:
