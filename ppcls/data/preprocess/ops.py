@@ -7,7 +7,9 @@ as input too. Random ops draw only from ``rng`` (a ``numpy.random.Generator``, o
 function of (seed, epoch, sample index); without ``rng`` they use numpy's global generator.
 
 Sizes given as a pair are ``[width, height]``, as in PaddleClas. Resizing is PIL's
-(``backend: pil``, the default) or OpenCV's (``backend: cv2``, only when ``cv2`` is importable).
+(``backend: pil``, our default) or OpenCV's (``backend: cv2``, only when ``cv2`` is importable:
+``pip install opencv-python-headless``). PaddleClas defaults to cv2; here OpenCV is optional,
+so an op without a ``backend`` key resizes with PIL.
 """
 
 import math
