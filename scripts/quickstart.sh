@@ -29,6 +29,23 @@ echo "== 4/4 evaluate the best checkpoint"
 # ---- EXPORT AND PREDICT (deploy steps go here) -------------------------------------------
 # The deploy part appends export_model.py + predict_cls.py steps here, using "$CONFIG" and
 # "$OUT/best_model"; keep the summary below last.
+INFER_DIR=inference/MobileNeXt_x1_0_digits
+echo "== export the best checkpoint: $INFER_DIR/inference.{json,pdiparams,yml}"
+"$PYTHON" tools/export_model.py -c "$CONFIG" -o Global.pretrained_model="$OUT/best_model" \
+    -o Global.save_inference_dir="$INFER_DIR" > "$OUT/export_quickstart.log"
+tail -n 1 "$OUT/export_quickstart.log"
+
+echo "== predict the validation images with the exported model (Paddle Inference, CPU)"
+# configs/inference_cls_from_export.yaml takes the preprocessing and labels from inference.yml
+(cd deploy && "$PYTHON" python/predict_cls.py -c configs/inference_cls_from_export.yaml \
+    -o Global.inference_model_dir="../$INFER_DIR" -o Global.infer_imgs=../dataset/digits/val \
+    -o Global.batch_size=8 -o Global.cpu_num_threads=2) > "$OUT/predict_quickstart.log"
+grep -m 3 $'\tclass id(s): ' "$OUT/predict_quickstart.log" || true
+# the images sit in val/<class id>/: count the predictions whose top class is that folder
+deploy_top1=$(awk -F'\t' '/\tclass id\(s\): /{n = split($1, p, "/"); sub(/^class id\(s\): \[/, "", $2);
+    split($2, ids, /[],]/); total++; if (p[n - 1] == ids[1]) ok++}
+    END {if (total) printf "%.5f (%d/%d images)", ok / total, ok, total}' "$OUT/predict_quickstart.log")
+echo "exported model, validation top-1: ${deploy_top1}"
 # -------------------------------------------------------------------------------------------
 
 top1=$(sed -n 's/.*\[Eval\]\[Epoch 0\]\[Avg\].*top1: \([0-9.]*\).*/\1/p' "$OUT/eval_quickstart.log" | tail -n 1)
