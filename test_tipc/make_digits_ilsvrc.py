@@ -3,14 +3,15 @@
     python test_tipc/make_digits_ilsvrc.py --out dataset/ILSVRC2012 --subset lite
 
 Writes, as the ImageNet recipe expects:
-    train/<class>/<class>_<n>.JPEG   train_list.txt  ("train/... label")
-    val/ILSVRC2012_val_<n>.JPEG      val_list.txt    ("val/... label"), val/ flat as in ImageNet
-The 1,797 scans (8x8, 10 classes, labels 0-9) are split once, stratified and seeded, 80/20;
-each scan is upscaled (bicubic) to an ImageNet-like RGB JPEG of 256x256, 320x256 or 256x320.
+    train/n0000000<k>/n0000000<k>_<index>.JPEG   train_list.txt  ("train/... label")
+    val/ILSVRC2012_val_<n>.JPEG                  val_list.txt    ("val/... label"), val/ flat
+The 1,797 scans (8x8, 10 classes, labels 0-9) are split and drawn as the quickstart data set
+does (``ppcls.data.digits``: stratified 80/20 split with seed 0, dark ink on white); each scan is
+upscaled (bicubic) to an ImageNet-like RGB JPEG of 256x256, 320x256 or 256x320.
 Subsets: `lite` (4 train + 2 val images per class), `lite_whole_infer` (lite train, whole val),
 `whole` (everything). The folder is built beside OUT and moved into place at the end, so an
 interrupted run leaves nothing half-written; OUT itself is replaced only when it holds the
-marker file of an earlier run.
+marker file of an earlier run (or the manifest of tools/prepare_quickstart_data.py).
 """
 
 import argparse
@@ -28,14 +29,14 @@ SIZES = ((256, 256), (320, 256), (256, 320))  # (width, height), cycled
 
 
 def _split():
-    """The digits as (train, val) lists of (image 8x8 float, label), fixed for every run."""
+    """The digits as (train, val) lists of (index, 8x8 scan, label): the quickstart split."""
     from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    from ppcls.data.digits import split_indices
 
     digits = load_digits()
-    x_train, x_val, y_train, y_val = train_test_split(
-        digits.images, digits.target, test_size=0.2, stratify=digits.target, random_state=0)
-    return list(zip(x_train, y_train)), list(zip(x_val, y_val))
+    train, val = split_indices(digits.target, 0.2, 0)
+    return ([(int(i), digits.images[i], int(digits.target[i])) for i in train],
+            [(int(i), digits.images[i], int(digits.target[i])) for i in val])
 
 
 def _take(samples, per_class):
@@ -43,19 +44,19 @@ def _take(samples, per_class):
         return samples
     seen = {}
     out = []
-    for image, label in samples:
-        if seen.get(int(label), 0) < per_class:
-            seen[int(label)] = seen.get(int(label), 0) + 1
-            out.append((image, label))
+    for sample in samples:
+        label = sample[2]
+        if seen.get(label, 0) < per_class:
+            seen[label] = seen.get(label, 0) + 1
+            out.append(sample)
     return out
 
 
-def _to_jpeg(image, size, path):
+def _to_jpeg(scan, size, path):
     from PIL import Image
-    import numpy as np
+    from ppcls.data.digits import render
 
-    gray = Image.fromarray((np.asarray(image) * (255.0 / 16.0)).clip(0, 255).astype("uint8"))
-    gray.resize(size, Image.BICUBIC).convert("RGB").save(path, "JPEG", quality=95)
+    render(scan, 8).resize(size, Image.Resampling.BICUBIC).save(path, "JPEG", quality=95)
 
 
 def build(out, subset, marker):
@@ -67,29 +68,28 @@ def build(out, subset, marker):
     tmp = tempfile.mkdtemp(prefix=".ILSVRC2012.", dir=parent)
     try:
         lines = []
-        counts = {}
-        for i, (image, label) in enumerate(train):
-            label = int(label)
-            counts[label] = counts.get(label, 0) + 1
-            cls = f"digit_{label}"
-            rel = f"train/{cls}/{cls}_{counts[label]:05d}.JPEG"
+        for i, (index, scan, label) in enumerate(train):
+            cls = f"n{label:08d}"
+            rel = f"train/{cls}/{cls}_{index:05d}.JPEG"
             os.makedirs(os.path.join(tmp, "train", cls), exist_ok=True)
-            _to_jpeg(image, SIZES[i % len(SIZES)], os.path.join(tmp, rel))
+            _to_jpeg(scan, SIZES[i % len(SIZES)], os.path.join(tmp, rel))
             lines.append(f"{rel} {label}\n")
         with open(os.path.join(tmp, "train_list.txt"), "w") as f:
             f.writelines(lines)
         lines = []
         os.makedirs(os.path.join(tmp, "val"))
-        for i, (image, label) in enumerate(val):
+        for i, (_, scan, label) in enumerate(val):
             rel = f"val/ILSVRC2012_val_{i + 1:08d}.JPEG"
-            _to_jpeg(image, SIZES[i % len(SIZES)], os.path.join(tmp, rel))
-            lines.append(f"{rel} {int(label)}\n")
+            _to_jpeg(scan, SIZES[i % len(SIZES)], os.path.join(tmp, rel))
+            lines.append(f"{rel} {label}\n")
         with open(os.path.join(tmp, "val_list.txt"), "w") as f:
             f.writelines(lines)
         with open(os.path.join(tmp, marker), "w") as f:
             f.write(subset)
         if os.path.lexists(out):
-            if not os.path.isfile(os.path.join(out, marker)):
+            generated = (os.path.isfile(os.path.join(out, marker))
+                         or os.path.isfile(os.path.join(out, ".quickstart_digits.json")))
+            if not generated:
                 raise SystemExit(f"Error: {out} exists and was not made by this script; not replacing it")
             old = out.rstrip("/") + f".old.{os.getpid()}"
             os.replace(out, old)

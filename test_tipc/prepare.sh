@@ -48,7 +48,8 @@ MARKER=".tipc_digits"
 # build_data SUBSET: (re)build dataset/ILSVRC2012 from the digits unless it already is that subset.
 build_data() {
     local subset="$1"
-    if [[ -e "${DATA_DIR}" && ! -f "${DATA_DIR}/${MARKER}" ]]; then
+    # generated folders (ours, or tools/prepare_quickstart_data.py's) may be replaced
+    if [[ -e "${DATA_DIR}" && ! -f "${DATA_DIR}/${MARKER}" && ! -f "${DATA_DIR}/.quickstart_digits.json" ]]; then
         if [[ "${subset}" == "whole" ]]; then
             echo "${DATA_DIR} exists and was not made by prepare.sh: using it as the whole data set."
             return 0
