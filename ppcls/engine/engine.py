@@ -31,7 +31,7 @@ import numpy as np
 import paddle
 import paddle.distributed as dist
 
-from ppcls.arch import build_model
+from ppcls.arch import build_model, fast_cpu
 from ppcls.loss import build_loss
 from ppcls.metric import build_metrics
 from ppcls.optimizer import build_optimizer
@@ -211,6 +211,8 @@ class Engine:
             logger.warning("Global.pretrained_model is not set: evaluating randomly initialized "
                            "weights")
 
+        # CPU: own kernels for the depthwise/1x1 convs and BN+ReLU6 (Global.fast_cpu, default on).
+        fast_cpu.setup(self.model, g, device=self.device, amp=bool(self.amp), world_size=self.world_size)
         if mode == "train":
             self._build_optimizer()
 

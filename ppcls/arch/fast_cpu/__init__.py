@@ -52,11 +52,24 @@ def disable(model):
     return revert(model)
 
 
-def setup(model, global_config=None, device="cpu"):
-    """What an engine calls after building the model: ``enable`` when ``wanted``."""
-    if not wanted(global_config, device):
+def setup(model, global_config=None, device="cpu", amp=False, world_size=1):
+    """What the engine calls after building the model: ``enable`` when ``wanted``.
+
+    Off under AMP (the kernels are float32; AMP keeps Paddle's own). Threads:
+    ``Global.cpu_num_threads``, else the available CPUs shared among ``world_size``
+    processes. Logs one line saying what it did; returns the number of layers switched.
+    """
+    from ppcls.utils import logger
+
+    global_config = global_config or {}
+    if amp or not wanted(global_config, device):
         return 0
-    return enable(model, (global_config or {}).get("cpu_num_threads"))
+    threads = global_config.get("cpu_num_threads") or max(1, runtime.default_threads() // max(1, world_size))
+    count = enable(model, threads)
+    if count:
+        logger.info(f"Global.fast_cpu: {count} layers on the fast CPU kernels, {runtime.threads()} "
+                    f"threads (Global.fast_cpu=False or {ENV_SWITCH}=0 turns this off)")
+    return count
 
 
 __all__ = ["ENV_SWITCH", "FastBatchNorm", "FastCPUWarning", "FastDepthwiseConv3x3", "FastPointwiseConv",
