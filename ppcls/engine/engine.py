@@ -276,8 +276,9 @@ class Engine:
             if not paddle.is_compiled_with_cuda():
                 raise ConfigError("Global.device is 'gpu' but this PaddlePaddle build has no CUDA "
                                   "support; use -o Global.device=cpu or install paddlepaddle-gpu")
-            dev_id = dist.ParallelEnv().device_id if self.world_size > 1 else 0
-            paddle.set_device(f"gpu:{dev_id}")
+            # paddle.distributed.launch gives each process its card in FLAGS_selected_gpus
+            selected = os.environ.get("FLAGS_selected_gpus", "").split(",")[0].strip()
+            paddle.set_device(f"gpu:{int(selected) if selected.isdigit() else 0}")
         else:
             paddle.set_device("cpu")
         return device
