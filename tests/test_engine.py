@@ -149,6 +149,22 @@ def test_checkpoint_roundtrip_and_mixed_files_are_refused(tmp_path):
         load_checkpoint(str(tmp_path / "nothing"))
 
 
+def test_paddleclas_checkpoint_without_hashes_loads(tmp_path):
+    """PaddleClas writes .pdstates as {"metric": best, "epoch": n}; it can be resumed from."""
+    model = paddle.nn.Linear(4, 3)
+    opt = paddle.optimizer.Momentum(0.1, parameters=model.parameters())
+    prefix = str(tmp_path / "epoch_3")
+    paddle.save(model.state_dict(), prefix + ".pdparams")
+    paddle.save(opt.state_dict(), prefix + ".pdopt")
+    paddle.save({"metric": 0.61, "epoch": 3}, prefix + ".pdstates")
+    ckpt = load_checkpoint(prefix)
+    assert ckpt["pdstates"]["epoch"] == 3
+    np.testing.assert_array_equal(ckpt["pdparams"]["weight"].numpy(), model.weight.numpy())
+    os.remove(prefix + ".pdopt")
+    with pytest.raises(CheckpointError, match="epoch_3.pdopt is missing"):
+        load_checkpoint(prefix)
+
+
 def test_curves_from_a_log(tmp_path):
     from ppcls.engine.curves import parse_log, plot_log
 

@@ -409,9 +409,10 @@ class Engine:
             self.lr.scheduler.set_state_dict(states["lr_state"])
         else:
             logger.info(f"[Resume] the LR schedule in this config differs from the one {path} was "
-                        f"trained with: using this config's schedule from epoch "
+                        f"trained with (or {path} does not record it): using this config's "
+                        f"schedule from epoch "
                         f"{self.start_epoch + 1}, lr({self.lr.name}) = {self.lr.get_lr():.8f}")
-        self.best_metric = states.get("best_metric")
+        self.best_metric = states.get("best_metric", states.get("metric"))  # ours / PaddleClas
         self.best_epoch = states.get("best_epoch")
         self.metric_history = list(states.get("metric_history", []))
         if self.ema is not None:
@@ -423,7 +424,11 @@ class Engine:
                 self.ema.model.set_state_dict(self.model.state_dict())
         if self.scaler is not None and states.get("scaler"):
             self.scaler.load_state_dict(states["scaler"])
-        self._set_rng_state(states["rng"])
+        if "rng" in states:
+            self._set_rng_state(states["rng"])
+        else:
+            logger.warning(f"{path}.pdstates has no RNG states (a PaddleClas checkpoint?): the "
+                           "resumed run is not bit-identical to an uninterrupted one")
         logger.info(f"[Resume] resumed from {path}: epoch {self.start_epoch}, best metric "
                     f"{self.best_metric}")
 

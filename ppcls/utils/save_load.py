@@ -187,17 +187,18 @@ def load_checkpoint(prefix):
         raise CheckpointError(f"checkpoint not found: {prefix} (expected {prefix}.pdparams, "
                               f".pdopt and .pdstates)")
     states = _load(states_path, ".pdstates")
-    if not isinstance(states, dict) or "files" not in states or "epoch" not in states:
-        raise CheckpointError(f"{states_path} is not a training-state file of this project "
-                              "(no epoch / file hashes)")
+    if not isinstance(states, dict) or "epoch" not in states:
+        raise CheckpointError(f"{states_path} is not a training-state file (it has no epoch)")
+    # A PaddleClas checkpoint: {"metric": ..., "epoch": ...}, no hashes to check the files by.
+    files = states.get("files") or {"pdparams": None, "pdopt": None}
     out = {"pdstates": states, "pdema": None}
-    for part, digest in states["files"].items():
+    for part, digest in files.items():
         path = f"{prefix}.{part}"
         if not os.path.isfile(path):
             raise CheckpointError(f"{path} is missing (the checkpoint {prefix} is incomplete)")
         with open(path, "rb") as f:
             data = f.read()
-        if hashlib.sha256(data).hexdigest() != digest:
+        if digest is not None and hashlib.sha256(data).hexdigest() != digest:
             raise CheckpointError(f"{path} does not belong to {states_path} (content hash differs); "
                                   "the checkpoint was modified or mixed with another one")
         out[part] = _load(path, "." + part, data)
