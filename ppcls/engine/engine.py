@@ -524,6 +524,8 @@ class Engine:
             images, labels = batch[0], batch[1]
             reader_cost.update(time.time() - tic)
             batch_indices = next(index_iter, None) if index_iter is not None else None
+            if getattr(loader, "last_indices", None) is not None:  # what the batch really holds
+                batch_indices = loader.last_indices
             n = int(images.shape[0])
             lr_now = self.lr.get_lr()  # the rate this step uses
             losses, logits = self.train_step(images, labels)
@@ -656,7 +658,9 @@ class Engine:
             hits = self.eval_metrics(logits, labels)
             if multi:
                 idx = next(index_iter, None) if index_iter is not None else None
-                if idx is None or len(idx) != n:  # e.g. a skipped image: count without dedup
+                if getattr(loader, "last_indices", None) is not None:  # exact, also with skips
+                    idx = loader.last_indices
+                if idx is None or len(idx) != n:  # no index known: count without dedup
                     idx = [fake_id - k * self.world_size for k in range(n)]
                     fake_id -= n * self.world_size
                 all_idx.append(np.asarray(idx, dtype="int64"))
