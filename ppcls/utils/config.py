@@ -167,6 +167,8 @@ def apply_override(cfg, override):
                                   f"'{key}' is not an index in it")
             key = int(key)
         elif isinstance(node, dict):
+            if key not in node and not walked and not last and key in SECTIONS:
+                node[key] = {}  # -o AMP.level=O1 on a config without an AMP section
             if key not in node and not (walked == ["Global"] and last and key in GLOBAL_SCHEMA):
                 if _closed(walked) or not last:
                     known = sorted(GLOBAL_SCHEMA) if walked == ["Global"] else list(node)
