@@ -73,6 +73,17 @@ def seed_worker(base_seed, rank, worker_id):
     np.random.seed(int(state))
 
 
+def _shutdown(batches, timeout=10):
+    """Stop a paddle DataLoader iterator's worker processes / reader thread (idempotent)."""
+    stop = getattr(batches, "_try_shutdown_all", None)
+    if stop is None:
+        return
+    if "timeout" in inspect.signature(stop).parameters:
+        stop(timeout=timeout)
+    else:
+        stop()
+
+
 class ImageDataLoader(paddle.io.DataLoader):
     """A ``paddle.io.DataLoader`` yielding ``(images, labels)``; see the module docstring."""
 
@@ -91,6 +102,15 @@ class ImageDataLoader(paddle.io.DataLoader):
         self.epoch_skipped = 0
         skip = getattr(self.dataset, "skip_bad_images", False)
         batches = super().__iter__()
+        try:
+            yield from self._checked(batches, skip)
+        finally:
+            # An error raised here, or a consumer that stops early, leaves paddle's iterator
+            # with live workers; shut them down now (bounded) instead of at garbage collection,
+            # where the join can hang.
+            _shutdown(batches)
+
+    def _checked(self, batches, skip):
         while True:
             try:
                 images, labels, indices, messages = next(batches)
