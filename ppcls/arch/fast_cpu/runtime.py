@@ -45,10 +45,7 @@ def last_error():
 
 
 def default_threads():
-    """OMP_NUM_THREADS if set, else the CPUs this process may run on."""
-    env = os.environ.get("OMP_NUM_THREADS", "").strip()
-    if env.isdigit() and int(env) > 0:
-        return int(env)
+    """The CPUs this process may run on. (Not OMP_NUM_THREADS: importing Paddle sets it to 1.)"""
     try:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
