@@ -117,8 +117,8 @@ def test_infer_and_all_deploy_backends_agree(official_weights, images, exported)
     assert reference[0]["label_names"] == [labels[str(i)] for i in reference[0]["class_ids"]]
 
     runs = {
-        "paddle, oneDNN on": ["Global.enable_mkldnn=True", "Global.batch_size=3"],
-        "paddle, oneDNN off": ["Global.enable_mkldnn=False", "Global.batch_size=1"],
+        "paddle, oneDNN on": ["Global.use_onnx=False", "Global.enable_mkldnn=True", "Global.batch_size=3"],
+        "paddle, oneDNN off": ["Global.use_onnx=False", "Global.enable_mkldnn=False", "Global.batch_size=1"],
         "onnxruntime": ["Global.use_onnx=True", "Global.batch_size=2"],
     }
     for name, overrides in runs.items():
@@ -272,7 +272,8 @@ def test_benchmark_report(exported, images, capsys):
 @pytest.mark.skipif(paddle.device.is_compiled_with_cuda(), reason="checks the CPU-only build")
 def test_gpu_options_on_a_cpu_build_warn_and_run_on_cpu(exported, images, capsys):
     logger.init_logger()
-    cpu = in_deploy_dir(predict_cls, deploy_config(exported, images), emit=lambda line: None)[0]
+    cpu = in_deploy_dir(predict_cls, deploy_config(exported, images, "Global.use_onnx=False"),
+                        emit=lambda line: None)[0]
     gpu, code = in_deploy_dir(predict_cls, deploy_config(
         exported, images, "Global.use_gpu=True", "Global.use_tensorrt=True", "Global.use_fp16=True"),
         emit=lambda line: None)

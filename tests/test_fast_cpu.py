@@ -312,3 +312,50 @@ def test_failed_build_falls_back_with_one_warning(tmp_path):
     assert result["counts"] == [0, 0]
     assert len(result["warnings"]) == 1 and "compiling" in result["warnings"][0]
     assert result["grad_diff"] == 0.0
+
+
+# ------------------------------------------------------------------ the CPU deployment default
+
+def test_cpu_deployment_default_is_onnx_runtime_with_equal_outputs(tmp_path):
+    # deploy/configs/inference_cls.yaml says use_onnx: auto: ONNX Runtime on CPU when the
+    # export has inference.onnx (the fastest CPU back-end, docs/benchmarks.md), else Paddle.
+    import shutil
+
+    from ppcls.inference.export import build_eval_model, export_model, export_onnx
+    from ppcls.inference.predictor import OnnxPredictor, PaddlePredictor, choose_backend, cpu_threads
+    from ppcls.utils.config import get_config
+    from ppcls.utils.errors import ConfigError
+
+    out = str(tmp_path / "export")
+    cfg = {"Global": {"save_inference_dir": out, "image_shape": [3, 32, 32], "export_softmax": False},
+           "Arch": {"name": "MobileNeXt_x0_35", "class_num": 10}}
+    paddle.seed(0)
+    weights = str(tmp_path / "w.pdparams")
+    paddle.save(build_model(cfg["Arch"]).state_dict(), weights)
+    cfg["Global"]["pretrained_model"] = weights
+    export_model(cfg)
+    export_onnx(out)
+    g = dict(get_config(os.path.join(ROOT, "deploy", "configs", "inference_cls.yaml"), show=False)["Global"])
+    assert g["use_onnx"] == "auto"
+    g.update(inference_model_dir=out, cpu_num_threads=2)
+
+    from ppcls.inference.predictor import create_predictor
+
+    predictor = create_predictor(g)
+    assert isinstance(predictor, OnnxPredictor) and choose_backend(g) == "onnxruntime"
+    x = np.random.default_rng(6).standard_normal((2, 3, 32, 32)).astype("float32")
+    with paddle.no_grad():
+        expected = build_eval_model(cfg)(paddle.to_tensor(x)).numpy()
+    assert np.abs(predictor.run(x) - expected).max() < TOL
+    paddle_out = PaddlePredictor(out, enable_mkldnn=True, cpu_num_threads=2).run(x)
+    assert np.abs(paddle_out - expected).max() < TOL
+
+    assert choose_backend(dict(g, use_onnx=False)) == "paddle_inference"
+    assert choose_backend(dict(g, use_gpu=True)) == "paddle_inference"
+    no_onnx = str(tmp_path / "no_onnx")
+    shutil.copytree(out, no_onnx, ignore=shutil.ignore_patterns("*.onnx"))
+    assert choose_backend(dict(g, inference_model_dir=no_onnx)) == "paddle_inference"
+    with pytest.raises(ConfigError, match="use_onnx expects True, False or auto, got 'yes'"):
+        choose_backend(dict(g, use_onnx="yes"))
+    available = len(os.sched_getaffinity(0))
+    assert cpu_threads(10) == min(10, available) and cpu_threads(None) is None

@@ -63,7 +63,7 @@ GLOBAL_SCHEMA = {
     "enable_profile": (bool,),
     "enable_benchmark": (bool,),
     "benchmark": (bool,),
-    "use_onnx": (bool,),
+    "use_onnx": (bool, str),  # True, False or auto (deploy: ONNX Runtime on CPU when available)
     "save_log_path": _OPTIONAL_STR,
     "warmup_iters": _INT,
 }
