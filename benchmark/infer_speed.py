@@ -19,8 +19,9 @@ Back-ends:
   paddle-native   Paddle Inference, oneDNN off
   onnxruntime     ONNX Runtime, CPU execution provider
 
-Printed: medians, each back-end's ratio to ONNX Runtime on the same model, and the largest
-difference of each back-end's output from the dygraph model's on a fixed input.
+Printed: medians, each back-end's time relative to ONNX Runtime's on the same model (so
+lower is faster, for throughput too), and the largest difference of each back-end's output
+from the dygraph model's on a fixed input, relative to the largest output.
 """
 
 import argparse
@@ -160,7 +161,9 @@ def main(argv=None):
                         results[(backend, case)].append(out["ms"] if case[0] == "latency" else out["img_s"])
                         used[backend] = out["backend_used"]
                         if "output" in out:
-                            diffs[backend] = float(np.abs(np.asarray(out["output"]) - reference[name]).max())
+                            ref = reference[name]
+                            diffs[backend] = float(np.abs(np.asarray(out["output"]) - ref).max()
+                                                   / np.abs(ref).max())
             print(f"\n## {name}: batch 1 latency (ms, median of medians) and batch 16 throughput")
             rows = []
             for backend in backends:
@@ -168,14 +171,13 @@ def main(argv=None):
                 for case in cases:
                     value = median(results[(backend, case)])
                     ort = median(results[("onnxruntime", case)]) if "onnxruntime" in backends else None
-                    if case[0] == "latency":
-                        row.append(f"{value:.1f}" + (f" ({value / ort:.2f}x)" if ort else ""))
-                    else:
-                        row.append(f"{value:.1f}" + (f" ({value / ort:.2f}x)" if ort else ""))
+                    # every ratio is time relative to ONNX Runtime's: lower is faster
+                    ratio = (value / ort if case[0] == "latency" else ort / value) if ort else None
+                    row.append(f"{value:.1f}" + (f" ({ratio:.2f}x)" if ratio else ""))
                 row.append(f"{diffs.get(backend, float('nan')):.1e}")
                 rows.append(row)
-            print_table(["back-end (x ONNX Runtime)", "1 thread, ms", "2 threads, ms",
-                         f"batch 16, {all_threads} threads, img/s", "max |out - dygraph|"], rows)
+            print_table(["back-end (time x ONNX Runtime's)", "1 thread, ms", "2 threads, ms",
+                         f"batch 16, {all_threads} threads, img/s", "max |out - dygraph| / max |dygraph|"], rows)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"\n# load average {load:.2f} at end")
 
