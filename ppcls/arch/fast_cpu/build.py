@@ -4,9 +4,9 @@ The library is built with ``paddle.utils.cpp_extension.load`` into a cache direc
 by everything that changes the binary: the source text, the compiler flags, the Paddle
 version, the Python ABI and the CPU's instruction-set flags (the code is built with
 ``-march=native``). Later processes find the finished library there and only register its
-operators (milliseconds). Builds go to a private temporary directory that is renamed into
-place when complete, so concurrent first runs (two ranks, two test workers) never see half
-a build: the first rename wins and the others use it.
+operators (milliseconds). A lock file makes concurrent first runs (two ranks, two test
+workers) wait for one build, and builds go to a private temporary directory renamed into
+place when complete, so nobody ever loads half a build.
 
 Cache root: ``$PPCLS_FAST_CPU_CACHE``, else ``$XDG_CACHE_HOME/ppcls/fast_cpu``, else
 ``~/.cache/ppcls/fast_cpu``.
@@ -123,7 +123,18 @@ def load_library():
     final_dir = os.path.join(cache_root(), build_key())
     lib = _library_path(final_dir)
     if not os.path.isfile(lib):
-        _compile(final_dir)
+        os.makedirs(cache_root(), exist_ok=True)
+        # One build at a time per cache: processes started together (ranks, test workers)
+        # wait for the first one's build instead of compiling the same thing side by side.
+        with open(os.path.join(cache_root(), ".build.lock"), "w") as lock:
+            try:
+                import fcntl
+
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            except (ImportError, OSError):
+                pass  # no flock here: concurrent builds are still safe, only slower
+            if not os.path.isfile(lib):
+                _compile(final_dir)
     try:
         names = load_op_meta_info_and_register_op(lib)
     except Exception as err:  # noqa: BLE001
