@@ -233,9 +233,16 @@ def build_dataloader(config, mode, device="cpu", seed=None):
         raise ConfigError(f"config key '{where}.loader.num_workers' expects an integer >= 0, "
                           f"got {num_workers}")
     rank = sampler.local_rank
+    use_shared_memory = ld_cfg.get("use_shared_memory", True)
+    if use_shared_memory and num_workers > 0 and not str(_places(device) or "cpu").startswith("gpu"):
+        # On CPU the batches stay in host memory anyway. Paddle's shared-memory path makes a
+        # paddle tensor inside each forked worker, which can deadlock on an allocator lock
+        # inherited from the parent (seen with Paddle 3.3.1: a worker stuck in
+        # numpy2lodtensor -> HostMemoryStat rwlock); without it workers never touch paddle.
+        use_shared_memory = False
     loader = ImageDataLoader(
         dataset, sampler, places=_places(device), num_workers=num_workers,
-        use_shared_memory=ld_cfg.get("use_shared_memory", True),
+        use_shared_memory=use_shared_memory,
         worker_init_fn=functools.partial(seed_worker, seed, rank))
     logger.info(f"{mode} data: {len(dataset)} images from {dataset.cls_label_path}, "
                 f"{len(loader)} batches of {batch_size} per card on {sampler.nranks} card(s)")
