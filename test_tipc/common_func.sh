@@ -119,3 +119,20 @@ tipc_has_gpu() {
 print(paddle.device.cuda.device_count() if paddle.is_compiled_with_cuda() else 0)' 2>/dev/null | tail -n 1)"
     [[ "${count}" =~ ^[0-9]+$ && "${count}" -gt 0 ]]
 }
+
+TIPC_MODES="lite_train_lite_infer lite_train_whole_infer whole_train_whole_infer whole_infer"
+
+# tipc_open CONFIG MODE: check MODE, resolve CONFIG to an absolute path, cd to the repository
+# root and read the config; sets TIPC_CONFIG and MODE. Both entry scripts start with it.
+tipc_open() {
+    TIPC_CONFIG="$1"
+    MODE="$2"
+    case " ${TIPC_MODES} " in
+        *" ${MODE} "*) ;;
+        *) tipc_die "unknown MODE '${MODE}'; expected one of: ${TIPC_MODES}" ;;
+    esac
+    [[ -f "${TIPC_CONFIG}" ]] || tipc_die "TIPC config not found: ${TIPC_CONFIG}"
+    TIPC_CONFIG="$(cd "$(dirname "${TIPC_CONFIG}")" && pwd)/$(basename "${TIPC_CONFIG}")"
+    cd "${ROOT}" || exit 2
+    tipc_read_config "${TIPC_CONFIG}"
+}

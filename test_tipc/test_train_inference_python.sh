@@ -15,20 +15,10 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=test_tipc/common_func.sh
 source "${ROOT}/test_tipc/common_func.sh"
 
-MODES="lite_train_lite_infer lite_train_whole_infer whole_train_whole_infer whole_infer"
 if [[ $# -lt 2 || $# -gt 3 ]]; then
-    tipc_die "usage: bash test_tipc/test_train_inference_python.sh CONFIG MODE [GPU_LIST]; MODE is one of: ${MODES}"
+    tipc_die "usage: bash test_tipc/test_train_inference_python.sh CONFIG MODE [GPU_LIST]; MODE is one of: ${TIPC_MODES}"
 fi
-TIPC_CONFIG="$1"
-MODE="$2"
-case " ${MODES} " in
-    *" ${MODE} "*) ;;
-    *) tipc_die "unknown MODE '${MODE}'; expected one of: ${MODES}" ;;
-esac
-[[ -f "${TIPC_CONFIG}" ]] || tipc_die "TIPC config not found: ${TIPC_CONFIG}"
-TIPC_CONFIG="$(cd "$(dirname "${TIPC_CONFIG}")" && pwd)/$(basename "${TIPC_CONFIG}")"
-cd "${ROOT}" || exit 2
-tipc_read_config "${TIPC_CONFIG}"
+tipc_open "$1" "$2"
 
 # ---- train_params -------------------------------------------------------------------------
 tipc_header 1 train_params
