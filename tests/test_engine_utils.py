@@ -98,3 +98,16 @@ def load_params(prefix):
 
 def log_lines(text, marker):
     return [line for line in text.splitlines() if marker in line]
+
+
+@pytest.mark.parametrize("key,value", [("use_dali", True), ("eval_mode", "retrieval")])
+def test_paddleclas_global_keys_we_cannot_honour_are_refused(tmp_path, key, value):
+    from ppcls.engine.engine import Engine
+    from ppcls.utils.errors import ConfigError
+
+    cfg = {"Global": {"device": "cpu", "output_dir": str(tmp_path), key: value},
+           "Arch": {"name": "MobileNeXt_x0_35", "class_num": 10},
+           "Loss": {"Train": [{"CELoss": {"weight": 1.0}}]},
+           "Optimizer": {"name": "Momentum", "momentum": 0.9, "lr": {"name": "Constant", "learning_rate": 0.1}}}
+    with pytest.raises(ConfigError, match=f"Global.{key}"):
+        Engine(cfg, mode="train")
