@@ -4,6 +4,7 @@ import copy
 
 from ppcls.arch.registry import MODELS
 from ppcls.utils.errors import ConfigError
+from ppcls.utils.registry import build
 from ppcls.arch import backbone  # noqa: F401  (registers the backbones)
 
 
@@ -17,15 +18,7 @@ def build_model(config):
     arch = copy.deepcopy(dict(config.get("Arch", config)))
     if "name" not in arch:
         raise ConfigError("Arch.name is missing; registered models: " + ", ".join(MODELS.names()))
-    name = arch.pop("name")
-    try:
-        constructor = MODELS.get(name)
-    except KeyError as err:
-        raise ConfigError(f"Arch.name: {err.args[0]}") from None
-    try:
-        return constructor(**arch)
-    except TypeError as err:
-        raise ConfigError(f"Arch: {name} does not take these settings: {err}") from None
+    return build(arch, MODELS, "Arch")
 
 
 __all__ = ["MODELS", "build_model"]

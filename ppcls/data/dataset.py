@@ -24,7 +24,7 @@ from ppcls.utils.registry import Registry
 
 from .preprocess import ImageDecodeError, create_operators, transform
 
-DATASETS = Registry("dataset")
+DATASETS = Registry("dataset", listing="known")
 
 
 class BadSample:

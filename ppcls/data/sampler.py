@@ -13,7 +13,7 @@ import paddle
 
 from ppcls.utils.registry import Registry
 
-SAMPLERS = Registry("sampler")
+SAMPLERS = Registry("sampler", listing="known")
 
 
 @SAMPLERS.register

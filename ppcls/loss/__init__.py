@@ -18,7 +18,7 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from ppcls.utils.errors import ConfigError
-from ppcls.utils.registry import Registry
+from ppcls.utils.registry import Registry, build, split_spec
 
 LOSSES = Registry("loss")
 
@@ -75,20 +75,11 @@ def build_loss(section, where="Loss"):
         if not isinstance(item, dict) or len(item) != 1:
             raise ConfigError(f"{where}.{i} must be one mapping {{LossName: {{weight: ...}}}}, "
                               f"got {item!r}")
-        (name, params), = item.items()
-        params = dict(params or {})
-        try:
-            cls = LOSSES.get(name)
-        except KeyError as err:
-            raise ConfigError(f"{where}.{i}: {err.args[0]}") from None
-        weight = params.pop("weight", 1.0)
+        name, params, _ = split_spec(item, f"{where}.{i}")
+        weight = params.pop("weight", 1.0)  # the sum's, not the loss's
         if isinstance(weight, bool) or not isinstance(weight, (int, float)):
             raise ConfigError(f"{where}.{i}.{name}.weight expects a number, got {weight!r}")
-        try:
-            fn = cls(**params)
-        except (TypeError, ValueError) as err:
-            raise ConfigError(f"{where}.{i}.{name}: {err}") from None
-        items.append((name, float(weight), fn))
+        items.append((name, float(weight), build({name: params}, LOSSES, f"{where}.{i}")))
     return CombinedLoss(items)
 
 

@@ -16,7 +16,7 @@ evaluation set, across cards.
 import paddle
 
 from ppcls.utils.errors import ConfigError
-from ppcls.utils.registry import Registry
+from ppcls.utils.registry import Registry, build
 
 METRICS = Registry("metric")
 
@@ -75,15 +75,7 @@ def build_metrics(section, where="Metric"):
     for i, item in enumerate(section):
         if not isinstance(item, dict) or len(item) != 1:
             raise ConfigError(f"{where}.{i} must be one mapping {{MetricName: {{...}}}}, got {item!r}")
-        (name, params), = item.items()
-        try:
-            cls = METRICS.get(name)
-        except KeyError as err:
-            raise ConfigError(f"{where}.{i}: {err.args[0]}") from None
-        try:
-            metrics.append(cls(**dict(params or {})))
-        except (TypeError, ValueError) as err:
-            raise ConfigError(f"{where}.{i}.{name}: {err}") from None
+        metrics.append(build(item, METRICS, f"{where}.{i}"))
     return MetricList(metrics)
 
 

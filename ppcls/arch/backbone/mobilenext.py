@@ -9,6 +9,7 @@ Parameter names follow the official PyTorch code (``features.<i>.conv.<j>.weight
 (see ``ppcls.utils.weights``).
 """
 
+import inspect
 import math
 
 import paddle
@@ -174,6 +175,11 @@ def _register_width(suffix, scale):
         return _build(scale, pretrained=pretrained, class_num=class_num, **kwargs)
 
     constructor.__doc__ = f"MobileNeXt at width {scale} (PaddleClas name MobileNeXt_{suffix})."
+    # the keys an Arch section may give (checked by ppcls.utils.registry.build): MobileNeXt's
+    constructor.__signature__ = inspect.Signature(
+        [inspect.Parameter("pretrained", inspect.Parameter.KEYWORD_ONLY, default=False)]
+        + [p.replace(kind=p.KEYWORD_ONLY) for n, p in inspect.signature(MobileNeXt).parameters.items()
+           if n != "scale"])
     for name in (f"MobileNeXt_{suffix}", f"MobileNeXt_{ALIASES[suffix]}"):
         MODELS.register(constructor, name=name)
     return constructor

@@ -22,7 +22,7 @@ from ppcls.utils.registry import Registry
 
 from .decode import _to_rgb, decode_image
 
-OPS = Registry("transform op")
+OPS = Registry("transform op", noun="op", listing="known ops")
 
 _PIL_METHODS = {
     "nearest": Image.Resampling.NEAREST,

@@ -1,0 +1,142 @@
+"""Learning-rate schedules by name: ``Optimizer.lr`` -> an :class:`LRPlan`.
+
+PaddleClas schema::
+
+    lr:
+      name: Cosine
+      learning_rate: 0.1
+      eta_min: 1.0e-5
+      warmup_epoch: 3          # linear warm-up (every schedule; applied here, once)
+      warmup_start_lr: 1.0e-4
+      by_epoch: True           # step once an epoch (else once an iteration)
+
+A schedule is one decorated ``paddle.optimizer.lr`` scheduler class. Its constructor takes its
+own YAML keys plus, when it names them, what :func:`build_lr` supplies:
+``total_steps`` (the whole run), ``warmup_steps`` and ``steps_per_epoch`` (in scheduler steps:
+1 an epoch with ``by_epoch``, else the iterations of an epoch). ``warmup_epoch``,
+``warmup_start_lr``, ``by_epoch`` and PaddleClas's ``last_epoch`` are common keys handled
+here: the warm-up wraps the schedule in ``LinearWarmup`` up to the schedule's first rate.
+"""
+
+import json
+from dataclasses import dataclass
+
+from paddle.optimizer import lr as lr_mod
+
+from ppcls.utils.errors import ConfigError
+from ppcls.utils.registry import Registry, build
+
+LR_SCHEDULES = Registry("LR schedule")
+COMMON_KEYS = ("warmup_epoch", "warmup_start_lr", "by_epoch", "last_epoch")
+
+
+@LR_SCHEDULES.register
+class Cosine(lr_mod.CosineAnnealingDecay):
+    """Half a cosine from ``learning_rate`` (after the warm-up) to ``eta_min`` at the end."""
+
+    def __init__(self, learning_rate, eta_min=0.0, *, total_steps, warmup_steps):
+        super().__init__(learning_rate, T_max=max(1, total_steps - warmup_steps), eta_min=eta_min)
+
+
+@LR_SCHEDULES.register
+class Constant(lr_mod.LRScheduler):
+    """The same learning rate at every step (e.g. the cooldown after the cosine schedule)."""
+
+    def __init__(self, learning_rate):
+        super().__init__(learning_rate)
+
+    def get_lr(self):
+        return self.base_lr
+
+
+@LR_SCHEDULES.register
+class Piecewise(lr_mod.PiecewiseDecay):
+    """``values[i]`` until epoch ``decay_epochs[i]`` (``len(values) == len(decay_epochs) + 1``)."""
+
+    def __init__(self, decay_epochs=(), values=(), learning_rate=None, *, steps_per_epoch):
+        if len(values) != len(decay_epochs) + 1:
+            raise ValueError(f"values needs one more entry than decay_epochs, got {list(values)} "
+                             f"and {list(decay_epochs)}")
+        super().__init__([int(e * steps_per_epoch) for e in decay_epochs], list(values))
+
+
+@LR_SCHEDULES.register
+class Step(lr_mod.StepDecay):
+    """Multiply by ``gamma`` every ``step_size`` epochs."""
+
+    def __init__(self, learning_rate, step_size, gamma=0.1, *, steps_per_epoch):
+        super().__init__(learning_rate, step_size=max(1, int(step_size * steps_per_epoch)),
+                         gamma=gamma)
+
+
+def _name(scheduler):
+    """The name log lines print: the paddle scheduler's (``CosineAnnealingDecay``,
+    ``LinearWarmup``), or the class's own when it derives from the base directly."""
+    for cls in type(scheduler).__mro__:
+        if cls.__module__.startswith("paddle") and cls is not lr_mod.LRScheduler:
+            return cls.__name__
+    return type(scheduler).__name__
+
+
+@dataclass
+class LRPlan:
+    """A scheduler plus how the engine drives it."""
+
+    scheduler: lr_mod.LRScheduler
+    by_epoch: bool
+    step_each_epoch: int
+    signature: str  # equal signatures = the same schedule (see ``ppcls.engine.checkpoint``)
+
+    @property
+    def name(self):
+        return _name(self.scheduler)
+
+    def get_lr(self):
+        return float(self.scheduler())
+
+    def steps_done(self, epochs_done):
+        """The scheduler position at the start of epoch ``epochs_done + 1``."""
+        return epochs_done * (1 if self.by_epoch else self.step_each_epoch)
+
+    def fast_forward(self, epochs_done):
+        """Move a fresh scheduler to the start of epoch ``epochs_done + 1``."""
+        steps = self.steps_done(epochs_done)
+        if steps > 0:
+            self.scheduler.step(steps)
+
+
+def lr_signature(lr_config, epochs, step_each_epoch):
+    by_epoch = bool((lr_config or {}).get("by_epoch", False))
+    return json.dumps({"lr": lr_config, "epochs": epochs,
+                       "step_each_epoch": None if by_epoch else step_each_epoch},
+                      sort_keys=True, default=str)
+
+
+def build_lr(lr_config, epochs, step_each_epoch, where="Optimizer.lr"):
+    """``Optimizer.lr`` -> :class:`LRPlan`. A bare number means a constant rate."""
+    if isinstance(lr_config, (int, float)) and not isinstance(lr_config, bool):
+        lr_config = {"name": "Constant", "learning_rate": float(lr_config)}
+    if not isinstance(lr_config, dict) or "name" not in lr_config:
+        raise ConfigError(f"{where} must be a mapping with a name; registered LR schedules: "
+                          + ", ".join(LR_SCHEDULES.names()))
+    spec = {k: v for k, v in lr_config.items() if k not in COMMON_KEYS}
+    by_epoch = bool(lr_config.get("by_epoch", False))
+    warmup_epoch = lr_config.get("warmup_epoch", 0)
+    warmup_start_lr = lr_config.get("warmup_start_lr", 0.0)
+    unit = 1 if by_epoch else step_each_epoch
+    if not 0 <= warmup_epoch < epochs:
+        raise ConfigError(f"{where} ({spec['name']}): warmup_epoch must be in "
+                          f"[0, Global.epochs={epochs}), got {warmup_epoch}")
+    warmup_steps = int(round(warmup_epoch * unit))
+    main = build(spec, LR_SCHEDULES, where, total_steps=epochs * unit, warmup_steps=warmup_steps,
+                 steps_per_epoch=unit)
+    scheduler = main
+    if warmup_steps > 0:  # the one place warm-up is applied
+        scheduler = lr_mod.LinearWarmup(main, warmup_steps=warmup_steps, start_lr=warmup_start_lr,
+                                        end_lr=float(main()))
+    return LRPlan(scheduler, by_epoch, step_each_epoch,
+                  lr_signature(lr_config, epochs, step_each_epoch))
+
+
+__all__ = ["LR_SCHEDULES", "Constant", "Cosine", "Piecewise", "Step", "LRPlan", "build_lr",
+           "lr_signature"]
