@@ -237,9 +237,9 @@ def test_skip_bad_images_drops_and_counts(corrupt_root, workers):
     for epoch in (1, 2):
         loader.batch_sampler.set_epoch(epoch)
         labels, seen = [], []
-        for _, y in loader:
+        for _, y, indices in loader:
             labels.append(int(y[0]))
-            seen += loader.last_indices.tolist()
+            seen += indices.tolist()
         assert len(labels) == 39  # the one-image batch of the bad scan is left out
         assert sorted(seen) == [i for i in range(40) if i != 10]
         assert loader.epoch_skipped == 1
@@ -503,7 +503,7 @@ def test_create_operators_errors_name_op_and_key():
 
 def _epoch(loader, epoch):
     loader.batch_sampler.set_epoch(epoch)
-    return [(x.numpy(), y.numpy()) for x, y in loader]
+    return [(x.numpy(), y.numpy()) for x, y, _ in loader]
 
 
 def _same(a, b):
@@ -534,7 +534,7 @@ def test_augmentation_depends_on_seed_epoch_index_only(digits, small_list):
 def test_eval_loader_is_deterministic_and_ordered(digits):
     cfg = config(digits, digits / "val_list.txt", EVAL_OPS, mode="Eval", batch_size=64, shuffle=False)
     loader = build_dataloader(cfg, "Eval")
-    labels = np.concatenate([y.numpy() for _, y in loader])
+    labels = np.concatenate([y.numpy() for _, y, _ in loader])
     listed = [int(line.split()[1]) for line in (digits / "val_list.txt").read_text().splitlines()]
     assert labels.tolist() == listed
 
@@ -555,7 +555,7 @@ def test_two_ranks_get_disjoint_shards_covering_the_data(digits, small_list, mon
         assert not set(shards[0]) & set(shards[1])
         assert sorted(shards[0] + shards[1]) == list(range(40))
     # build_dataloader reads rank and world size from the paddle.distributed.launch environment;
-    # loader.last_indices names the samples of each batch
+    # each batch carries the indices of its samples
     monkeypatch.setenv("PADDLE_TRAINERS_NUM", "2")
     seen = []
     for rank in (0, 1):
@@ -564,9 +564,9 @@ def test_two_ranks_get_disjoint_shards_covering_the_data(digits, small_list, mon
         assert (loader.batch_sampler.nranks, loader.batch_sampler.local_rank) == (2, rank)
         loader.batch_sampler.set_epoch(2)
         idx = []
-        for _, y in loader:
-            assert y.numpy().tolist() == [ds.labels[i] for i in loader.last_indices]
-            idx += loader.last_indices.tolist()
+        for _, y, indices in loader:
+            assert y.numpy().tolist() == [ds.labels[i] for i in indices]
+            idx += indices.tolist()
         seen.append(idx)
     assert len(seen[0]) == len(seen[1]) == 20 and sorted(seen[0] + seen[1]) == list(range(40))
 

@@ -14,7 +14,6 @@ sample's augmentation does not depend on which worker process makes it, nor on w
 """
 
 import os
-import traceback
 
 import numpy as np
 import paddle
@@ -28,8 +27,8 @@ DATASETS = Registry("dataset", listing="known")
 
 
 class BadSample:
-    """Stands in for a sample that could not be made, when ``for_loader`` is on: the loader
-    then raises (or, for bad data with ``skip_bad_images``, skips) in the main process.
+    """Stands in for a sample that could not be made, inside the loader (``ppcls.data.loader``),
+    which raises it (or, for bad data with ``skip_bad_images``, skips it) in the main process.
     ``bug``: the cause was not bad data but an unexpected exception (its traceback is kept)."""
 
     __slots__ = ("message", "bug")
@@ -115,19 +114,13 @@ class ImageNetDataset(paddle.io.Dataset):
     The keyword-only arguments are set by ``build_dataloader`` from the rest of the config."""
 
     def __init__(self, image_root, cls_label_path, transform_ops=None, delimiter=None, *,
-                 class_num=None, class_num_key="Arch.class_num", skip_bad_images=False, seed=0,
-                 where="dataset"):
+                 class_num=None, class_num_key="Arch.class_num", seed=0, where="dataset"):
         super().__init__()
         self.image_root = image_root
         self.cls_label_path = cls_label_path
         self.ops = create_operators(transform_ops, where=f"{where}.transform_ops")
         self.images, self.labels, self.line_nos = read_list_file(
             cls_label_path, image_root, delimiter, class_num, class_num_key)
-        self.skip_bad_images = skip_bad_images
-        # Set by the loader: samples come as (image, label, index), and errors as BadSample
-        # instead of exceptions (paddle's single-process DataLoader hangs when a dataset raises
-        # in its reader thread).
-        self.for_loader = False
         self.seed = seed
         self.epoch = 0
 
@@ -149,16 +142,5 @@ class ImageNetDataset(paddle.io.Dataset):
             img = transform(self.images[index], self.ops, rng)
         except DataError as err:
             reason = f"cannot decode image: {err.reason}" if isinstance(err, ImageDecodeError) else str(err)
-            message = f"{self.describe(index)}: {reason}"
-            if self.for_loader:
-                return BadSample(message)
-            raise DataError(message) from None
-        except Exception as err:  # a bug, not bad data: keep the traceback, name the sample
-            if not self.for_loader:
-                raise
-            trace = "".join(traceback.format_exception(type(err), err, err.__traceback__))
-            return BadSample(f"{type(err).__name__} while making {self.describe(index)}:\n{trace}",
-                             bug=True)
-        if self.for_loader:
-            return img, np.int64(self.labels[index]), index
+            raise DataError(f"{self.describe(index)}: {reason}") from None
         return img, np.int64(self.labels[index])

@@ -1,7 +1,9 @@
 """``build_dataloader(config, mode)``: the ``DataLoader.<mode>`` section -> a ``paddle.io.DataLoader``.
 
-Batches are ``(images float32 [N, 3, H, W], labels int64 [N])``. The loader is an
-``ImageDataLoader`` (a ``paddle.io.DataLoader``) that adds:
+Batches are ``(images float32 [N, 3, H, W], labels int64 [N], indices)``: ``indices`` (numpy
+int64 [N]) are the dataset indices of the samples the batch holds (rank shards are padded by
+repeating samples; with them a multi-card eval counts each sample once, also when an image was
+skipped). The loader is an ``ImageDataLoader`` (a ``paddle.io.DataLoader``) that adds:
 
 - ``loader.batch_sampler.set_epoch(epoch)``: call before each epoch (see ``ppcls.data.sampler``).
 - An image that cannot be decoded stops the iteration with a one-line ``DataError`` naming the
@@ -11,9 +13,6 @@ Batches are ``(images float32 [N, 3, H, W], labels int64 [N])``. The loader is a
   ``loader.num_skipped`` (total since the loader was built), ``loader.skipped_images`` (their
   messages), ``loader.epoch_skipped`` (during the last pass); a pass that skipped any ends with
   a warning giving the count. The counts are this rank's.
-- ``loader.last_indices``: the dataset indices (numpy int64) of the samples in the batch just
-  yielded (rank shards are padded by repeating samples; with this a multi-card eval can count
-  each sample once, also when an image was skipped).
 - Per-worker seeding of Python's and numpy's global generators (for ops that use them); the
   ops here draw from a per-sample generator instead (see ``ppcls.data.dataset``).
 """
@@ -22,12 +21,15 @@ import functools
 import inspect
 import os
 import random
+import traceback
 
 import numpy as np
 import paddle
 
 from ppcls.utils import logger
 from ppcls.utils.errors import ConfigError, DataError
+
+from ppcls.utils.registry import build
 
 from .dataset import DATASETS, BadSample
 from .sampler import SAMPLERS
@@ -36,7 +38,7 @@ MODES = ("Train", "Eval")
 # Tags of the messages a batch carries from the worker to the main process.
 _SKIPPABLE, _DATA_ERROR, _BUG, _EMPTY = "S", "D", "B", "E"
 
-_SAMPLER_KEYS = {"batch_size": int, "drop_last": bool, "shuffle": bool}
+_SAMPLER_TYPES = {"batch_size": int, "drop_last": bool, "shuffle": bool}
 _LOADER_KEYS = {"num_workers": int, "use_shared_memory": bool}
 
 
@@ -84,15 +86,50 @@ def _shutdown(batches, timeout=10):
         stop()
 
 
-class ImageDataLoader(paddle.io.DataLoader):
-    """A ``paddle.io.DataLoader`` yielding ``(images, labels)``; see the module docstring."""
+class LoaderSamples(paddle.io.Dataset):
+    """A dataset as the loader's workers read it: ``(image, label, index)``, and a sample that
+    cannot be made as a ``BadSample`` instead of an exception (paddle's single-process
+    DataLoader hangs when a dataset raises in its reader thread). Attributes are the wrapped
+    dataset's (``loader.dataset.labels``, ``loader.dataset.ops = ...``)."""
 
-    def __init__(self, dataset, batch_sampler, **kwargs):
-        super().__init__(dataset, batch_sampler=batch_sampler, collate_fn=collate_batch,
-                         return_list=True, **kwargs)
+    def __init__(self, dataset):
+        object.__setattr__(self, "_dataset", dataset)
+
+    def __getattr__(self, name):
+        if name == "_dataset":
+            raise AttributeError(name)
+        return getattr(self._dataset, name)
+
+    def __setattr__(self, name, value):
+        setattr(self._dataset, name, value)
+
+    def __len__(self):
+        return len(self._dataset)
+
+    def __getitem__(self, key):
+        index = int(key[0] if isinstance(key, tuple) else key)
+        try:
+            image, label = self._dataset[key][:2]
+        except DataError as err:
+            return BadSample(str(err))
+        except Exception as err:  # a bug, not bad data: keep the traceback, name the sample
+            trace = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+            describe = getattr(self._dataset, "describe", lambda i: f"sample {i}")
+            return BadSample(f"{type(err).__name__} while making {describe(index)}:\n{trace}",
+                             bug=True)
+        return image, label, index
+
+
+class ImageDataLoader(paddle.io.DataLoader):
+    """A ``paddle.io.DataLoader`` yielding ``(images, labels, indices)``; see the module docstring.
+    ``skip_bad_images``: drop undecodable images instead of raising (``Global.skip_bad_images``)."""
+
+    def __init__(self, dataset, batch_sampler, skip_bad_images=False, **kwargs):
+        super().__init__(LoaderSamples(dataset), batch_sampler=batch_sampler,
+                         collate_fn=collate_batch, return_list=True, **kwargs)
+        self.skip_bad_images = bool(skip_bad_images)
         self.skipped_images = []
         self.epoch_skipped = 0
-        self.last_indices = None
 
     @property
     def num_skipped(self):
@@ -100,7 +137,7 @@ class ImageDataLoader(paddle.io.DataLoader):
 
     def __iter__(self):
         self.epoch_skipped = 0
-        skip = getattr(self.dataset, "skip_bad_images", False)
+        skip = self.skip_bad_images
         batches = super().__iter__()
         try:
             yield from self._checked(batches, skip)
@@ -130,8 +167,7 @@ class ImageDataLoader(paddle.io.DataLoader):
                     self.epoch_skipped += 1
                     logger.warning(f"skipped unreadable image (Global.skip_bad_images): {message}")
             if not empty:
-                self.last_indices = indices.numpy()
-                yield images, labels
+                yield images, labels, indices.numpy()
         if self.epoch_skipped:
             logger.warning(f"skipped {self.epoch_skipped} unreadable image(s) in this pass over "
                            f"{getattr(self.dataset, 'cls_label_path', 'the data')} "
@@ -139,11 +175,16 @@ class ImageDataLoader(paddle.io.DataLoader):
 
 
 def _check_keys(section, allowed, where):
-    for key, value in section.items():
+    for key in section:
         if key not in allowed:
             raise ConfigError(f"unknown config key '{where}.{key}'; keys under {where}: "
                               f"{', '.join(allowed)}")
-        kind = allowed[key]
+    _check_types(section, allowed, where)
+
+
+def _check_types(section, types, where):
+    for key, value in section.items():
+        kind = types.get(key)
         if kind is not None and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
             what = {int: "an integer", bool: "true/false"}.get(kind, kind.__name__)
             raise ConfigError(f"config key '{where}.{key}' expects {what}, got {value!r}")
@@ -189,41 +230,26 @@ def build_dataloader(config, mode, device="cpu", seed=None):
         seed = global_cfg.get("seed")
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % 2**63)
-    skip_bad = bool(global_cfg.get("skip_bad_images", False))
 
     # dataset
     ds_cfg = dict(section["dataset"])
-    name = ds_cfg.pop("name", None)
-    if name not in DATASETS:
-        raise ConfigError(f"config key '{where}.dataset.name': unknown dataset {name!r}; "
-                          f"known: {', '.join(DATASETS.names())}")
-    dataset_cls = DATASETS.get(name)
-    params = inspect.signature(dataset_cls.__init__).parameters.values()
-    keys = [p.name for p in params if p.kind == p.POSITIONAL_OR_KEYWORD and p.name != "self"]
-    required = [p.name for p in params if p.name in keys and p.default is p.empty]
-    _check_keys(ds_cfg, {k: None for k in keys}, f"{where}.dataset")
-    for key in required:
-        if key not in ds_cfg:
-            raise ConfigError(f"config key '{where}.dataset.{key}' is missing")
+    if "name" not in ds_cfg:
+        raise ConfigError(f"config key '{where}.dataset.name' is missing; known: "
+                          f"{', '.join(DATASETS.names())}")
     class_num, class_num_key = _class_num(config)
-    dataset = dataset_cls(**ds_cfg, class_num=class_num, class_num_key=class_num_key,
-                          skip_bad_images=skip_bad, seed=seed, where=f"{where}.dataset")
-    dataset.for_loader = True
+    dataset = build(ds_cfg, DATASETS, f"{where}.dataset", class_num=class_num,
+                    class_num_key=class_num_key, seed=seed, where=f"{where}.dataset")
 
     # sampler
     sp_cfg = dict(section["sampler"])
-    sp_name = sp_cfg.pop("name", "DistributedBatchSampler")
-    if sp_name not in SAMPLERS:
-        raise ConfigError(f"config key '{where}.sampler.name': unknown sampler {sp_name!r}; "
-                          f"known: {', '.join(SAMPLERS.names())}")
-    _check_keys(sp_cfg, _SAMPLER_KEYS, f"{where}.sampler")
+    sp_cfg.setdefault("name", "DistributedBatchSampler")
+    sp_cfg.setdefault("shuffle", mode == "Train")
+    _check_types(sp_cfg, _SAMPLER_TYPES, f"{where}.sampler")
     batch_size = sp_cfg.get("batch_size")
     if batch_size is None or batch_size <= 0:
         raise ConfigError(f"config key '{where}.sampler.batch_size' expects a positive integer, "
                           f"got {batch_size!r}")
-    sampler = SAMPLERS.get(sp_name)(dataset, batch_size=batch_size,
-                                    shuffle=sp_cfg.get("shuffle", mode == "Train"),
-                                    drop_last=sp_cfg.get("drop_last", False))
+    sampler = build(sp_cfg, SAMPLERS, f"{where}.sampler", dataset=dataset)
 
     # loader
     ld_cfg = dict(section.get("loader") or {})
@@ -241,7 +267,7 @@ def build_dataloader(config, mode, device="cpu", seed=None):
         # numpy2lodtensor -> HostMemoryStat rwlock); without it workers never touch paddle.
         use_shared_memory = False
     loader = ImageDataLoader(
-        dataset, sampler, places=_places(device), num_workers=num_workers,
+        dataset, sampler, skip_bad_images=global_cfg.get("skip_bad_images", False), places=_places(device), num_workers=num_workers,
         use_shared_memory=use_shared_memory,
         worker_init_fn=functools.partial(seed_worker, seed, rank))
     logger.info(f"{mode} data: {len(dataset)} images from {dataset.cls_label_path}, "

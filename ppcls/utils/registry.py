@@ -92,7 +92,7 @@ def split_spec(spec, where):
     raise ConfigError(f"{where}: expected a name with its parameters, got {spec!r}")
 
 
-def build(spec, registry, where, **supplied):
+def build(spec, registry, where, /, **supplied):
     """Build the component ``spec`` names from ``registry``; ``supplied`` are the constructor
     arguments the code gives (``epochs``, ``parameters``, ``dataset``...), never the config."""
     name, params, section = split_spec(spec, where)
