@@ -19,7 +19,6 @@ skipped). The loader is an ``ImageDataLoader`` (a ``paddle.io.DataLoader``) that
 
 import functools
 import inspect
-import os
 import random
 import traceback
 
@@ -29,6 +28,7 @@ import paddle
 from ppcls.utils import logger
 from ppcls.utils.errors import ConfigError, DataError
 
+from ppcls.utils.global_config import global_value, selected_gpu
 from ppcls.utils.registry import build
 
 from .dataset import DATASETS, BadSample
@@ -195,8 +195,7 @@ def _places(device):
         return None
     device = str(device).lower()
     if device in ("gpu", "cuda"):
-        gpu = os.environ.get("FLAGS_selected_gpus", "0").split(",")[0] or "0"
-        return f"gpu:{gpu}"
+        return f"gpu:{selected_gpu()}"
     return device
 
 
@@ -225,9 +224,8 @@ def build_dataloader(config, mode, device="cpu", seed=None):
     for part in ("dataset", "sampler"):
         if part not in section:
             raise ConfigError(f"config section '{where}.{part}' is missing")
-    global_cfg = config.get("Global") or {}
     if seed is None:
-        seed = global_cfg.get("seed")
+        seed = global_value(config, "seed")
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % 2**63)
 
@@ -267,7 +265,7 @@ def build_dataloader(config, mode, device="cpu", seed=None):
         # numpy2lodtensor -> HostMemoryStat rwlock); without it workers never touch paddle.
         use_shared_memory = False
     loader = ImageDataLoader(
-        dataset, sampler, skip_bad_images=global_cfg.get("skip_bad_images", False), places=_places(device), num_workers=num_workers,
+        dataset, sampler, skip_bad_images=global_value(config, "skip_bad_images"), places=_places(device), num_workers=num_workers,
         use_shared_memory=use_shared_memory,
         worker_init_fn=functools.partial(seed_worker, seed, rank))
     logger.info(f"{mode} data: {len(dataset)} images from {dataset.cls_label_path}, "

@@ -21,7 +21,6 @@ import numpy as np
 from ppcls.inference.export import build_eval_model
 from ppcls.inference.images import ImageBatches, list_images
 from ppcls.inference.postprocess import build_postprocess
-from ppcls.utils import logger
 from ppcls.utils.errors import ConfigError
 
 DEFAULT_TRANSFORMS = [{"DecodeImage": {"to_rgb": True, "channel_first": False}},
@@ -33,15 +32,9 @@ DEFAULT_TRANSFORMS = [{"DecodeImage": {"to_rgb": True, "channel_first": False}},
 
 
 def set_device(cfg):
-    import paddle
+    from ppcls.utils.global_config import select_device
 
-    device = (cfg.get("Global") or {}).get("device", "cpu")
-    if device not in ("cpu", "gpu"):
-        raise ConfigError(f"Global.device: expected 'cpu' or 'gpu', got {device!r}")
-    if device == "gpu" and not paddle.device.is_compiled_with_cuda():
-        logger.warning("Global.device=gpu, but this PaddlePaddle build has no CUDA: running on CPU")
-        device = "cpu"
-    paddle.set_device(device)
+    select_device((cfg.get("Global") or {}).get("device"), fallback=True)
 
 
 def predict(cfg, emit=print):

@@ -2,7 +2,7 @@
 
 The config is a plain nested ``dict``. Sections: ``Global``, ``Arch``, ``Loss``, ``Optimizer``,
 ``DataLoader``, ``Metric``, ``Infer``, ``AMP``, ``EMA`` (and, for deployment configs,
-``PreProcess`` / ``PostProcess``). ``Global`` and the top level have a schema: a key that is not
+``PreProcess`` / ``PostProcess``). ``Global`` (``ppcls.utils.global_config.GLOBAL``) and the top level have a schema: a key that is not
 in it, or a value of the wrong type, is a ``ConfigError`` naming the key and what was expected.
 Inside the other sections a builder checks its own part (an op or a constructor that does not
 take a key names it).
@@ -16,57 +16,10 @@ import re
 import yaml
 
 from ppcls.utils.errors import ConfigError
+from ppcls.utils.global_config import GLOBAL_SCHEMA  # key -> accepted types (from the one table)
 
 SECTIONS = ("Global", "Arch", "Loss", "Optimizer", "DataLoader", "Metric", "Infer", "AMP", "EMA",
             "PreProcess", "PostProcess")
-
-_OPTIONAL_STR = (str, type(None))
-_INT = (int,)
-# key -> accepted types. Extend here when the engine learns a new Global key.
-GLOBAL_SCHEMA = {
-    "checkpoints": _OPTIONAL_STR,
-    "pretrained_model": _OPTIONAL_STR,
-    "output_dir": (str,),
-    "device": (str,),
-    "save_interval": _INT,
-    "eval_during_train": (bool,),
-    "eval_interval": _INT,
-    "start_eval_epoch": _INT,
-    "epochs": _INT,
-    "print_batch_step": _INT,
-    "use_visualdl": (bool,),
-    "image_shape": (list,),
-    "save_inference_dir": (str,),
-    "seed": (int, type(None)),
-    "to_static": (bool,),
-    "use_dali": (bool,),
-    "eval_mode": (str,),
-    "class_num": _INT,
-    "skip_bad_images": (bool,),
-    "export_softmax": (bool,),
-    "export_onnx": (bool,),
-    "fast_cpu": (bool,),
-    "plot_curves": (bool,),
-    "max_iters_per_epoch": (int, type(None)),
-    "save_best_model": (bool,),
-    "cpu_num_threads": (int, type(None)),
-    # deploy/configs/inference_cls.yaml
-    "infer_imgs": (str,),
-    "inference_model_dir": (str,),
-    "batch_size": _INT,
-    "use_gpu": (bool,),
-    "gpu_mem": _INT,
-    "enable_mkldnn": (bool,),
-    "ir_optim": (bool,),
-    "use_tensorrt": (bool,),
-    "use_fp16": (bool,),
-    "enable_profile": (bool,),
-    "enable_benchmark": (bool,),
-    "benchmark": (bool,),
-    "use_onnx": (bool, str),  # True, False or auto (deploy: ONNX Runtime on CPU when available)
-    "save_log_path": _OPTIONAL_STR,
-    "warmup_iters": _INT,
-}
 
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true/false",
                list: "a list", dict: "a mapping", type(None): "null"}

@@ -1,0 +1,115 @@
+"""The ``Global`` section: every key, its type, its default and what it does, in one table.
+
+Config validation (``ppcls.utils.config``) checks keys and types against it, the engine and
+the data loader read their defaults from it (:func:`global_value`, :func:`with_defaults`), and
+:func:`select_device` is the one place a ``Global.device`` becomes a paddle device.
+Extend here when the code learns a new ``Global`` key.
+"""
+
+import os
+
+from ppcls.utils.errors import ConfigError
+
+_STR, _OPT_STR, _INT, _OPT_INT, _BOOL = (str,), (str, type(None)), (int,), (int, type(None)), (bool,)
+
+# key -> (accepted types, default, one line of what it does)
+GLOBAL = {
+    # training and evaluation (ppcls.engine)
+    "checkpoints": (_OPT_STR, None, "checkpoint prefix to resume training from"),
+    "pretrained_model": (_OPT_STR, None, "weights to start from (train) or to evaluate/export"),
+    "output_dir": (_STR, "./output/", "checkpoints, logs and config.yaml go to <output_dir>/<Arch.name>"),
+    "device": (_STR, "gpu", "gpu or cpu (gpu on a build without CUDA: cpu, with a warning)"),
+    "save_interval": (_INT, 1, "write epoch_<n> every this many epochs (0: never)"),
+    "eval_during_train": (_BOOL, True, "evaluate on DataLoader.Eval during training"),
+    "eval_interval": (_INT, 1, "evaluate every this many epochs"),
+    "start_eval_epoch": (_INT, 0, "no evaluation up to this epoch"),
+    "epochs": (_INT, 1, "epochs to train"),
+    "print_batch_step": (_INT, 10, "a log line every this many iterations"),
+    "use_visualdl": (_BOOL, False, "write VisualDL scalars to <output>/vdl"),
+    "image_shape": ((list,), None, "input shape [C, H, W] for export and model_info"),
+    "save_inference_dir": (_STR, None, "where tools/export_model.py writes the export"),
+    "seed": (_OPT_INT, None, "seed of every generator (null: a fresh one)"),
+    "to_static": (_BOOL, False, "train the paddle.jit.to_static graph"),
+    "use_dali": (_BOOL, False, "PaddleClas's DALI loading (not supported: must be False)"),
+    "eval_mode": (_STR, "classification", "PaddleClas's eval mode (only classification)"),
+    "class_num": (_INT, None, "number of classes (Arch.class_num wins)"),
+    "skip_bad_images": (_BOOL, False, "drop undecodable images from their batch instead of stopping"),
+    "export_softmax": (_BOOL, True, "append a softmax to the exported model"),
+    "export_onnx": (_BOOL, False, "also convert the export to inference.onnx"),
+    "fast_cpu": (_BOOL, True, "own CPU kernels for the depthwise/1x1 convolutions on CPU"),
+    "plot_curves": (_BOOL, False, "write curves.png from train.log at the end of training"),
+    "max_iters_per_epoch": (_OPT_INT, None, "cut every epoch to this many iterations"),
+    "save_best_model": (_BOOL, True, "keep best_model (the best eval metric so far)"),
+    "cpu_num_threads": (_OPT_INT, None, "CPU threads (null: the CPUs available)"),
+    # deployment (deploy/configs/inference_cls.yaml, ppcls.inference)
+    "infer_imgs": (_STR, None, "an image file or a folder of images to predict"),
+    "inference_model_dir": (_STR, None, "the exported model's folder"),
+    "batch_size": (_INT, 1, "images a prediction batch"),
+    "use_gpu": (_BOOL, False, "predict on GPU"),
+    "gpu_mem": (_INT, 8000, "initial GPU memory pool (MB) of Paddle Inference"),
+    "enable_mkldnn": (_BOOL, True, "oneDNN kernels on CPU (Paddle Inference)"),
+    "ir_optim": (_BOOL, True, "Paddle Inference graph optimizations"),
+    "use_tensorrt": (_BOOL, False, "TensorRT sub-graphs (GPU)"),
+    "use_fp16": (_BOOL, False, "half precision with TensorRT"),
+    "enable_profile": (_BOOL, False, "Paddle Inference profiling"),
+    "enable_benchmark": (_BOOL, False, "print timing of the prediction stages"),
+    "benchmark": (_BOOL, False, "PaddleClas's older name for enable_benchmark"),
+    "use_onnx": ((bool, str), "auto", "ONNX Runtime: True, False or auto (on CPU when exported)"),
+    "save_log_path": (_OPT_STR, None, "benchmark log file"),
+    "warmup_iters": (_INT, 0, "untimed batches before a benchmark"),
+}
+
+GLOBAL_SCHEMA = {key: types for key, (types, _, _) in GLOBAL.items()}  # key -> accepted types
+
+
+def global_value(config, key):
+    """``config["Global"][key]``, or the table's default."""
+    return (config.get("Global") or {}).get(key, GLOBAL[key][1])
+
+
+def with_defaults(global_section, keys=None):
+    """Fill the table's defaults into ``global_section`` (in place) for ``keys`` (default: all)."""
+    for key in GLOBAL if keys is None else keys:
+        global_section.setdefault(key, GLOBAL[key][1])
+    return global_section
+
+
+def selected_gpu():
+    """The card ``paddle.distributed.launch`` gave this process (``FLAGS_selected_gpus``), else 0."""
+    first = os.environ.get("FLAGS_selected_gpus", "").split(",")[0].strip()
+    return int(first) if first.isdigit() else 0
+
+
+_WARNED = []
+
+
+def select_device(device=None, fallback=False, set_it=True):
+    """``Global.device`` (None: the table's default, gpu) -> ``"gpu"`` or ``"cpu"``, and
+    ``paddle.set_device`` to it (``gpu:<FLAGS_selected_gpus>``).
+
+    gpu on a build without CUDA: cpu with one warning a process when it is the default or when
+    ``fallback`` (prediction); a ``ConfigError`` when training asked for it explicitly.
+    """
+    import paddle
+
+    explicit = device is not None
+    device = str(GLOBAL["device"][1] if device is None else device).lower()
+    if device not in ("gpu", "cpu"):
+        raise ConfigError(f"Global.device expects 'gpu' or 'cpu', got {device!r}")
+    if device == "gpu" and not paddle.is_compiled_with_cuda():
+        if explicit and not fallback:
+            raise ConfigError("Global.device is 'gpu' but this PaddlePaddle build has no CUDA "
+                              "support; use -o Global.device=cpu or install paddlepaddle-gpu")
+        if not _WARNED:
+            from ppcls.utils import logger
+
+            logger.warning("Global.device=gpu, but this PaddlePaddle build has no CUDA: running on CPU")
+            _WARNED.append(True)
+        device = "cpu"
+    if set_it:
+        paddle.set_device(f"gpu:{selected_gpu()}" if device == "gpu" else "cpu")
+    return device
+
+
+__all__ = ["GLOBAL", "GLOBAL_SCHEMA", "global_value", "with_defaults", "select_device",
+           "selected_gpu"]
