@@ -16,7 +16,7 @@ from ppcls.metric import build_metrics
 from ppcls.optimizer import build_optimizer
 from ppcls.utils.config import get_config
 from ppcls.utils.errors import CheckpointError, ConfigError, DataError
-from ppcls.utils.save_load import load_checkpoint, save_checkpoint
+from ppcls.engine.checkpoint import load_checkpoint, save_checkpoint
 from test_engine_utils import COOLDOWN, RECIPE
 
 

@@ -90,7 +90,7 @@ def run_ok(cmd, timeout=300, **env_extra):
 
 def load_params(prefix):
     """``{name: np.ndarray}`` of a checkpoint's ``.pdparams`` (through the checked loader)."""
-    from ppcls.utils.save_load import load_checkpoint
+    from ppcls.engine.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(prefix)
     return {k: v.numpy() for k, v in ckpt["pdparams"].items()}, ckpt

@@ -1,4 +1,7 @@
-"""Training checkpoints: ``<prefix>.pdparams`` / ``.pdopt`` / ``.pdstates`` (+ ``.pdema``), atomic.
+"""Everything a training run saves and restores: checkpoint files, RNG states, parameter
+renaming, the LR-on-resume rule, and PaddleClas's checkpoint format.
+
+Files: ``<prefix>.pdparams`` / ``.pdopt`` / ``.pdstates`` (+ ``.pdema``), written atomically.
 
 A checkpoint is one prefix (``output/MobileNeXt_100/latest``) and three or four files:
 
@@ -17,13 +20,28 @@ point leaves the old checkpoint untouched (stray temp files are ignored and clea
 killed after it leaves a complete commit record, and :func:`load_checkpoint` (or the next save)
 finishes the renames first. Loading checks every file against the hashes in ``.pdstates``, so
 a mix of two checkpoints is never loaded.
+
+Resuming (:func:`resume_training`) restores weights, optimizer state, epoch, best metric, EMA,
+loss scaler and every RNG. The LR schedule rule: if the checkpoint was written under the same
+``Optimizer.lr`` section, ``Global.epochs`` and iterations per epoch (the ``lr_signature``),
+the scheduler continues exactly where it stopped; if any of them differs (the cooldown config:
+``Constant`` 1e-5 to epoch 210 after a 200-epoch cosine run), the schedule is the new
+config's, positioned at the resumed epoch, and a log line says so. The config decides the
+learning rate, the checkpoint decides the position.
+
+PaddleClas checkpoints (``.pdstates`` = ``{metric, epoch}``, no hashes, no RNG states) are read
+through :func:`from_paddleclas_states`.
 """
 
 import hashlib
 import io
 import os
+import random
 import time
 
+import numpy as np
+
+from ppcls.utils import logger
 from ppcls.utils.errors import CheckpointError
 
 PARTS = ("pdparams", "pdopt", "pdema")
@@ -158,6 +176,7 @@ def checkpoint_exists(prefix):
 
 
 def _load(path, what, data=None):
+    """The one place checkpoint files are unpickled."""
     import paddle
 
     try:
@@ -205,4 +224,157 @@ def load_checkpoint(prefix):
     return out
 
 
-__all__ = ["save_checkpoint", "load_checkpoint", "checkpoint_exists", "strip_suffix", "PAUSE_ENV"]
+def from_paddleclas_states(states):
+    """A ``.pdstates`` dict in our terms: PaddleClas writes ``{"metric": best, "epoch": n}``
+    (no hashes, no RNG states, no LR signature); ours has ``best_metric`` and more."""
+    out = dict(states)
+    if "best_metric" not in out:
+        out["best_metric"] = out.get("metric")
+    return out
+
+
+def to_paddleclas_states(states):
+    """The PaddleClas view of our ``.pdstates``: ``{"metric": best, "epoch": n}``."""
+    return {"metric": states.get("best_metric"), "epoch": states["epoch"]}
+
+
+# --------------------------------------------------------------------------- RNG states
+
+
+def rng_state(device):
+    """The state of every generator a run draws from (numpy, python, paddle cpu/gpu)."""
+    import paddle
+
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"numpy": [name, keys.tolist(), pos, has_gauss, cached],  # plain data: paddle.load
+             "python": random.getstate(),                          # turns arrays into tensors
+             "paddle_cpu": paddle.get_rng_state("cpu")}
+    if device == "gpu":
+        state["paddle_gpu"] = paddle.get_rng_state("gpu")
+    return state
+
+
+def set_rng_state(state, device):
+    import paddle
+
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    random.setstate(state["python"])
+    paddle.set_rng_state(state["paddle_cpu"], "cpu")
+    if device == "gpu" and "paddle_gpu" in state:
+        paddle.set_rng_state(state["paddle_gpu"], "gpu")
+
+
+# --------------------------------------------------------------------------- parameter names
+
+
+def param_names(model):
+    """Structured name -> Paddle-internal name (``conv2d_3.w_0``) of every parameter."""
+    return {name: p.name for name, p in model.named_parameters()}
+
+
+def remap_optimizer_state(opt_state, saved_names, model):
+    """Optimizer state is keyed by Paddle's internal parameter names, which depend on what was
+    built before the model; map them through the structured names saved with the checkpoint."""
+    current = param_names(model)
+    rename = {old: current[s] for s, old in (saved_names or {}).items()
+              if s in current and current[s] != old}
+    if not rename:
+        return opt_state
+    olds = sorted(rename, key=len, reverse=True)
+
+    def new_key(key):
+        for old in olds:
+            if key == old or key.startswith(old + "_"):
+                return rename[old] + key[len(old):]
+        return key
+
+    out = {}
+    for key, value in opt_state.items():
+        if key == "master_weights" and isinstance(value, dict):
+            out[key] = {new_key(k): v for k, v in value.items()}
+        else:
+            out[new_key(key)] = value
+    return out
+
+
+# --------------------------------------------------------------------------- a training run
+
+
+def save_training(prefixes, run):
+    """Write ``run``'s state (an ``Engine``: model, optimizer, lr, ema, scaler, epoch counters)
+    under each prefix; returns the prefixes written."""
+    states = {
+        "epoch": run.epoch,
+        "best_metric": run.best_metric,
+        "best_epoch": run.best_epoch,
+        "metric_history": run.metric_history,
+        "lr_state": run.lr.scheduler.state_dict(),
+        "lr_signature": run.lr.signature,
+        "rng": rng_state(run.device),
+        "param_names": param_names(run.bare_model),
+        "arch": run.arch_name,
+    }
+    if run.scaler is not None:
+        states["scaler"] = run.scaler.state_dict()
+    save_checkpoint(prefixes, run.bare_model.state_dict(), run.optimizer.state_dict(), states,
+                    run.ema.model.state_dict() if run.ema else None)
+    return prefixes
+
+
+def resume_training(path, run):
+    """Restore ``run`` (an ``Engine`` before its first epoch) from the checkpoint ``path``."""
+    from ppcls.utils.weights import load_state_dict
+
+    ckpt = load_checkpoint(path)
+    states = from_paddleclas_states(ckpt["pdstates"])
+    model = run.bare_model
+    if states.get("arch") and states["arch"] != run.arch_name:
+        logger.warning(f"{path} was written by Arch.name={states['arch']}; this config trains "
+                       f"{run.arch_name}")
+    load_state_dict(model, {k: v.numpy() if hasattr(v, "numpy") else v
+                            for k, v in ckpt["pdparams"].items()}, source=f"{path}.pdparams")
+    opt_state = remap_optimizer_state(dict(ckpt["pdopt"]), states.get("param_names"), model)
+    run.start_epoch = int(states["epoch"])
+    lr = run.lr
+    same_schedule = states.get("lr_signature") == lr.signature
+    if same_schedule:
+        opt_state["LR_Scheduler"] = states["lr_state"]
+    else:
+        lr.fast_forward(run.start_epoch)
+        opt_state["LR_Scheduler"] = lr.scheduler.state_dict()
+    try:
+        run.optimizer.set_state_dict(opt_state)
+    except Exception as err:  # a checkpoint of another optimizer type or model
+        raise CheckpointError(f"{path}.pdopt does not fit this optimizer "
+                              f"({' '.join(str(err).split())})") from None
+    if same_schedule:
+        lr.scheduler.set_state_dict(states["lr_state"])
+    else:
+        logger.info(f"[Resume] the LR schedule in this config differs from the one {path} was "
+                    f"trained with (or {path} does not record it): using this config's "
+                    f"schedule from epoch {run.start_epoch + 1}, lr({lr.name}) = {lr.get_lr():.8f}")
+    run.best_metric = states["best_metric"]
+    run.best_epoch = states.get("best_epoch")
+    run.metric_history = list(states.get("metric_history", []))
+    if run.ema is not None:
+        if ckpt.get("pdema") is not None:
+            run.ema.model.set_state_dict(ckpt["pdema"])
+        else:
+            logger.warning(f"{path} has no EMA weights (.pdema); the EMA starts from the "
+                           "resumed weights")
+            run.ema.model.set_state_dict(model.state_dict())
+    if run.scaler is not None and states.get("scaler"):
+        run.scaler.load_state_dict(states["scaler"])
+    if "rng" in states:
+        set_rng_state(states["rng"], run.device)
+    else:
+        logger.warning(f"{path}.pdstates has no RNG states (a PaddleClas checkpoint?): the "
+                       "resumed run is not bit-identical to an uninterrupted one")
+    logger.info(f"[Resume] resumed from {path}: epoch {run.start_epoch}, best metric "
+                f"{run.best_metric}")
+
+
+__all__ = ["save_checkpoint", "load_checkpoint", "checkpoint_exists", "strip_suffix", "PAUSE_ENV",
+           "from_paddleclas_states", "to_paddleclas_states", "rng_state", "set_rng_state",
+           "param_names", "remap_optimizer_state", "save_training", "resume_training"]

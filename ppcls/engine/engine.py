@@ -10,18 +10,13 @@ loaders, loss, metrics, optimizer with its LR schedule, AMP, EMA), then ``train(
     [Eval][Epoch 3][Avg]CELoss: ..., loss: ..., top1: 0.74020, top5: 0.91000
     [Eval][Epoch 3][best metric: 0.74020]
 
-Resuming (``Global.checkpoints``) restores weights, optimizer state, epoch, best metric and
-every RNG. The LR schedule rule: if the checkpoint was written under the same ``Optimizer.lr``
-section, ``Global.epochs`` and iterations per epoch, the scheduler continues exactly where it
-stopped; if any of them differs (the cooldown config: ``Constant`` 1e-5 to epoch 210 after a
-200-epoch cosine run), the schedule is the new config's, positioned at the resumed epoch, and a
-log line says so. The config decides the learning rate, the checkpoint decides the position.
+Resuming (``Global.checkpoints``) and checkpoints: ``ppcls.engine.checkpoint``; cross-card
+reductions: ``ppcls.engine.distributed``; per-step hooks (the ``PPCLS_TRACE_DIR`` trace):
+``ppcls.engine.hooks``; ``Global`` keys and their defaults: ``ppcls.utils.global_config``.
 """
 
 import copy
 import datetime
-import hashlib
-import json
 import math
 import os
 import random
@@ -29,44 +24,27 @@ import time
 
 import numpy as np
 import paddle
-import paddle.distributed as dist
 
 from ppcls.arch import build_model, fast_cpu
+from ppcls.engine import checkpoint, distributed
+from ppcls.engine.hooks import default_hooks
 from ppcls.loss import build_loss
 from ppcls.metric import build_metrics
 from ppcls.optimizer import build_optimizer
 from ppcls.utils import logger
 from ppcls.utils.config import print_config, save_config
-from ppcls.utils.errors import CheckpointError, ConfigError, UserError
-from ppcls.utils.save_load import load_checkpoint, save_checkpoint
-
-# Test/debug hook: a folder; each rank appends one JSON line a training step to
-# trace.rank<R>.jsonl (sample indices, labels, a hash of the parameters).
-TRACE_ENV = "PPCLS_TRACE_DIR"
+from ppcls.utils.errors import ConfigError, UserError
+from ppcls.utils.global_config import select_device, with_defaults
 
 AMP_KEYS = {"use_amp", "scale_loss", "use_dynamic_loss_scaling", "level", "use_fp16_test",
             "use_promote", "incr_every_n_steps", "decr_every_n_nan_or_inf", "incr_ratio",
             "decr_ratio"}
 EMA_KEYS = {"decay"}
-
-GLOBAL_DEFAULTS = {
-    "checkpoints": None,
-    "pretrained_model": None,
-    "output_dir": "./output/",
-    "device": "gpu",
-    "save_interval": 1,
-    "eval_during_train": True,
-    "eval_interval": 1,
-    "start_eval_epoch": 0,
-    "epochs": 1,
-    "print_batch_step": 10,
-    "use_visualdl": False,
-    "seed": None,
-    "to_static": False,
-    "max_iters_per_epoch": None,
-    "save_best_model": True,
-    "plot_curves": False,
-}
+# The Global keys the engine reads; their defaults come from the one table.
+ENGINE_KEYS = ("checkpoints", "pretrained_model", "output_dir", "device", "save_interval",
+               "eval_during_train", "eval_interval", "start_eval_epoch", "epochs",
+               "print_batch_step", "use_visualdl", "seed", "to_static", "max_iters_per_epoch",
+               "save_best_model", "plot_curves", "use_dali", "eval_mode")
 
 
 class TrainingDiverged(UserError):
@@ -113,22 +91,6 @@ def _fmt_eta(seconds):
     return str(datetime.timedelta(seconds=int(max(0, seconds))))
 
 
-def _params_digest(model):
-    """SHA-256 of the trainable parameters (not the BN running statistics, which are per rank)."""
-    h = hashlib.sha256()
-    for name, p in model.named_parameters():
-        if p.stop_gradient:
-            continue
-        h.update(name.encode())
-        h.update(np.ascontiguousarray(p.numpy()).tobytes())
-    return h.hexdigest()
-
-
-def _indices(batch_keys):
-    """Sample indices of one batch from the sampler (keys may be ``(index, epoch)`` pairs)."""
-    return [int(k[0]) if isinstance(k, (tuple, list)) else int(k) for k in batch_keys]
-
-
 def _bare(model):
     return model._layers if isinstance(model, paddle.DataParallel) else model
 
@@ -140,22 +102,20 @@ class Engine:
         self.config = config
         self.mode = mode
         g = config.setdefault("Global", {})
-        for key, value in GLOBAL_DEFAULTS.items():
-            g.setdefault(key, value)
-        self.g = g
+        requested_device = g.get("device")
+        self.g = with_defaults(g, ENGINE_KEYS)
         if "Arch" not in config or "name" not in (config["Arch"] or {}):
             raise ConfigError("the config has no Arch.name (e.g. Arch: {name: MobileNeXt_x1_0})")
         self.arch_name = config["Arch"]["name"]
         self.output_dir = os.path.join(g["output_dir"], self.arch_name)
-        self.world_size = dist.get_world_size()
-        self.rank = dist.get_rank() if self.world_size > 1 else 0
+        self.world_size, self.rank = distributed.world()
 
         logger.init_logger(os.path.join(self.output_dir, f"{mode}.log"))
         print_config(config)
         self._check_sections()
-        self.device = self._set_device()
+        self.device = g["device"] = select_device(requested_device)
         if self.world_size > 1:
-            dist.init_parallel_env()
+            paddle.distributed.init_parallel_env()
         self.seed = g["seed"]
         if self.seed is not None:
             paddle.seed(self.seed)
@@ -166,6 +126,8 @@ class Engine:
         self.scaler = None
         self.ema = None
         self.start_epoch, self.best_metric, self.best_epoch = 0, None, None
+        self.epoch = 0  # the last epoch trained
+        self.hooks = default_hooks()
         self.metric_history = []
 
         # Losses and metrics first: a typo there should not wait for the data to be checked.
@@ -237,7 +199,7 @@ class Engine:
                 **{k: self.amp[k] for k in ("incr_every_n_steps", "decr_every_n_nan_or_inf",
                                             "incr_ratio", "decr_ratio") if k in self.amp})
         if mode == "train" and g["checkpoints"]:
-            self._resume(g["checkpoints"])
+            checkpoint.resume_training(g["checkpoints"], self)
         if g["to_static"]:
             self.model = paddle.jit.to_static(self.model)
         if self.world_size > 1:
@@ -273,21 +235,6 @@ class Engine:
             from ppcls.engine.curves import require_matplotlib
 
             require_matplotlib("Global.plot_curves")
-
-    def _set_device(self):
-        device = self.g["device"]
-        if device not in ("gpu", "cpu"):
-            raise ConfigError(f"Global.device expects 'gpu' or 'cpu', got {device!r}")
-        if device == "gpu":
-            if not paddle.is_compiled_with_cuda():
-                raise ConfigError("Global.device is 'gpu' but this PaddlePaddle build has no CUDA "
-                                  "support; use -o Global.device=cpu or install paddlepaddle-gpu")
-            # paddle.distributed.launch gives each process its card in FLAGS_selected_gpus
-            selected = os.environ.get("FLAGS_selected_gpus", "").split(",")[0].strip()
-            paddle.set_device(f"gpu:{int(selected) if selected.isdigit() else 0}")
-        else:
-            paddle.set_device("cpu")
-        return device
 
     def _amp_settings(self):
         amp = self.config.get("AMP")
@@ -342,145 +289,20 @@ class Engine:
             return None
         return LogWriter(logdir=os.path.join(self.output_dir, "vdl"))
 
-    # ------------------------------------------------------------------ RNG and checkpoints
-
-    def _rng_state(self):
-        name, keys, pos, has_gauss, cached = np.random.get_state()
-        state = {"numpy": [name, keys.tolist(), pos, has_gauss, cached],  # plain data: paddle.load
-                 "python": random.getstate(),                          # turns arrays into tensors
-                 "paddle_cpu": paddle.get_rng_state("cpu")}
-        if self.device == "gpu":
-            state["paddle_gpu"] = paddle.get_rng_state("gpu")
-        return state
-
-    def _set_rng_state(self, state):
-        name, keys, pos, has_gauss, cached = state["numpy"]
-        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-        random.setstate(state["python"])
-        paddle.set_rng_state(state["paddle_cpu"], "cpu")
-        if self.device == "gpu" and "paddle_gpu" in state:
-            paddle.set_rng_state(state["paddle_gpu"], "gpu")
-
-    def _param_names(self):
-        return {name: p.name for name, p in _bare(self.model).named_parameters()}
-
-    def _remap_optimizer_state(self, opt_state, saved_names):
-        """Optimizer state is keyed by Paddle's internal parameter names (``conv2d_3.w_0``), which
-        depend on what was built before the model; map them through the structured names."""
-        current = self._param_names()
-        rename = {old: current[s] for s, old in (saved_names or {}).items()
-                  if s in current and current[s] != old}
-        if not rename:
-            return opt_state
-        olds = sorted(rename, key=len, reverse=True)
-
-        def new_key(key):
-            for old in olds:
-                if key == old or key.startswith(old + "_"):
-                    return rename[old] + key[len(old):]
-            return key
-
-        out = {}
-        for key, value in opt_state.items():
-            if key == "master_weights" and isinstance(value, dict):
-                out[key] = {new_key(k): v for k, v in value.items()}
-            else:
-                out[new_key(key)] = value
-        return out
-
-    def _resume(self, path):
-        from ppcls.utils.weights import load_state_dict
-
-        ckpt = load_checkpoint(path)
-        states = ckpt["pdstates"]
-        if states.get("arch") and states["arch"] != self.arch_name:
-            logger.warning(f"{path} was written by Arch.name={states['arch']}; this config trains "
-                           f"{self.arch_name}")
-        load_state_dict(self.model, {k: v.numpy() if hasattr(v, "numpy") else v
-                                     for k, v in ckpt["pdparams"].items()}, source=f"{path}.pdparams")
-        opt_state = self._remap_optimizer_state(dict(ckpt["pdopt"]), states.get("param_names"))
-        self.start_epoch = int(states["epoch"])
-        same_schedule = states.get("lr_signature") == self.lr.signature
-        if same_schedule:
-            opt_state["LR_Scheduler"] = states["lr_state"]
-        else:
-            self.lr.fast_forward(self.start_epoch)
-            opt_state["LR_Scheduler"] = self.lr.scheduler.state_dict()
-        try:
-            self.optimizer.set_state_dict(opt_state)
-        except Exception as err:  # a checkpoint of another optimizer type or model
-            raise CheckpointError(f"{path}.pdopt does not fit this optimizer "
-                                  f"({' '.join(str(err).split())})") from None
-        if same_schedule:
-            self.lr.scheduler.set_state_dict(states["lr_state"])
-        else:
-            logger.info(f"[Resume] the LR schedule in this config differs from the one {path} was "
-                        f"trained with (or {path} does not record it): using this config's "
-                        f"schedule from epoch "
-                        f"{self.start_epoch + 1}, lr({self.lr.name}) = {self.lr.get_lr():.8f}")
-        self.best_metric = states.get("best_metric", states.get("metric"))  # ours / PaddleClas
-        self.best_epoch = states.get("best_epoch")
-        self.metric_history = list(states.get("metric_history", []))
-        if self.ema is not None:
-            if ckpt.get("pdema") is not None:
-                self.ema.model.set_state_dict(ckpt["pdema"])
-            else:
-                logger.warning(f"{path} has no EMA weights (.pdema); the EMA starts from the "
-                               "resumed weights")
-                self.ema.model.set_state_dict(self.model.state_dict())
-        if self.scaler is not None and states.get("scaler"):
-            self.scaler.load_state_dict(states["scaler"])
-        if "rng" in states:
-            self._set_rng_state(states["rng"])
-        else:
-            logger.warning(f"{path}.pdstates has no RNG states (a PaddleClas checkpoint?): the "
-                           "resumed run is not bit-identical to an uninterrupted one")
-        logger.info(f"[Resume] resumed from {path}: epoch {self.start_epoch}, best metric "
-                    f"{self.best_metric}")
+    @property
+    def bare_model(self):
+        """The model without its ``paddle.DataParallel`` wrapper."""
+        return _bare(self.model)
 
     def _save(self, names, epoch):
         if self.rank != 0 or not names:
             return
-        states = {
-            "epoch": epoch,
-            "best_metric": self.best_metric,
-            "best_epoch": self.best_epoch,
-            "metric_history": self.metric_history,
-            "lr_state": self.lr.scheduler.state_dict(),
-            "lr_signature": self.lr.signature,
-            "rng": self._rng_state(),
-            "param_names": self._param_names(),
-            "arch": self.arch_name,
-        }
-        if self.scaler is not None:
-            states["scaler"] = self.scaler.state_dict()
-        prefixes = [os.path.join(self.output_dir, n) for n in names]
-        save_checkpoint(prefixes, _bare(self.model).state_dict(), self.optimizer.state_dict(),
-                        states, self.ema.model.state_dict() if self.ema else None)
-        for prefix in prefixes:
+        self.epoch = epoch
+        for prefix in checkpoint.save_training([os.path.join(self.output_dir, n) for n in names],
+                                               self):
             logger.info(f"Already save model in {prefix}")
 
     # ------------------------------------------------------------------ training
-
-    def _trace(self, epoch, it, batch_indices, labels):
-        folder = os.environ.get(TRACE_ENV)
-        if not folder:
-            return
-        os.makedirs(folder, exist_ok=True)
-        record = {"rank": self.rank, "epoch": epoch, "iter": it,
-                  "indices": [int(i) for i in batch_indices] if batch_indices is not None else None,
-                  "labels": labels.numpy().reshape(-1).tolist(),
-                  "params": _params_digest(_bare(self.model))}
-        with open(os.path.join(folder, f"trace.rank{self.rank}.jsonl"), "a") as f:
-            f.write(json.dumps(record) + "\n")
-
-    def _global_mean(self, value):
-        """``value`` (a float) averaged over the ranks; NaN anywhere makes it NaN everywhere."""
-        if self.world_size == 1:
-            return value
-        t = paddle.to_tensor([value], dtype="float64")
-        dist.all_reduce(t)
-        return float(t.numpy()[0]) / self.world_size
 
     def train_step(self, images, labels):
         """Forward and loss; returns ``(losses dict, logits)`` (backward is done by the caller)."""
@@ -513,30 +335,19 @@ class Engine:
         sampler = getattr(loader, "batch_sampler", None)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
-        tracing = bool(os.environ.get(TRACE_ENV))
-        index_iter = None
-        if tracing and sampler is not None:
-            # The sampler's plan for this epoch, read before the loader iterates it.
-            index_iter = iter([_indices(b) for b in sampler])
-            if hasattr(sampler, "set_epoch"):
-                sampler.set_epoch(epoch)
         total = self.iters_per_epoch
         meters = {}
         batch_cost, reader_cost = AverageMeter(), AverageMeter()
         tic = time.time()
-        for it, batch in enumerate(loader):
+        for it, (images, labels, indices) in enumerate(loader):
             if it >= total:
                 break
-            images, labels = batch[0], batch[1]
             reader_cost.update(time.time() - tic)
-            batch_indices = next(index_iter, None) if index_iter is not None else None
-            if getattr(loader, "last_indices", None) is not None:  # what the batch really holds
-                batch_indices = loader.last_indices
             n = int(images.shape[0])
             lr_now = self.lr.get_lr()  # the rate this step uses
             losses, logits = self.train_step(images, labels)
             loss = losses["loss"]
-            loss_value = self._global_mean(float(loss))
+            loss_value = distributed.global_mean(float(loss), self.world_size)
             if not math.isfinite(loss_value):
                 raise TrainingDiverged(
                     f"the loss is {loss_value} at epoch {epoch}, iteration {it} "
@@ -547,8 +358,9 @@ class Engine:
                 self.lr.scheduler.step()
             if self.ema is not None:
                 self.ema.update(_bare(self.model))
-            if tracing:
-                self._trace(epoch, it, batch_indices, labels)
+            for hook in self.hooks:
+                hook.after_step(self, {"epoch": epoch, "iter": it, "indices": indices,
+                                       "labels": labels})
 
             hits = self.train_metrics(logits.detach(), labels) if self.train_metrics.metrics else {}
             for name, value in hits.items():
@@ -635,14 +447,11 @@ class Engine:
         ``{"loss": ..., "CELoss": ..., "top1": ..., ...}`` over the whole set, all ranks."""
         model = self.ema.model if self.ema is not None else _bare(self.model)
         if self.world_size > 1 and self.mode == "train":
-            self._sync_statistics(model)
+            distributed.sync_statistics(model)
         was_training = model.training
         model.eval()
         loader = self.eval_loader
-        sampler = getattr(loader, "batch_sampler", None)
         multi = self.world_size > 1
-        # Which samples each batch holds (the loader's order is the sampler's; eval never shuffles).
-        index_iter = iter([_indices(b) for b in sampler]) if (multi and sampler is not None) else None
         total = len(loader)
         loss_meters = {}
         hit_sums, seen = {}, 0
@@ -650,9 +459,7 @@ class Engine:
         names = self.eval_metrics.names
         batch_cost, reader_cost = AverageMeter(), AverageMeter()
         tic = time.time()
-        fake_id = -1 - self.rank  # ids for samples without a known index, distinct across ranks
-        for it, batch in enumerate(loader):
-            images, labels = batch[0], batch[1]
+        for it, (images, labels, indices) in enumerate(loader):
             reader_cost.update(time.time() - tic)
             n = int(images.shape[0])
             with self._autocast(training=False):
@@ -662,14 +469,8 @@ class Engine:
                 for name, value in self.eval_loss(logits, labels).items():
                     loss_meters.setdefault(name, AverageMeter()).update(float(value), n)
             hits = self.eval_metrics(logits, labels)
-            if multi:
-                idx = next(index_iter, None) if index_iter is not None else None
-                if getattr(loader, "last_indices", None) is not None:  # exact, also with skips
-                    idx = loader.last_indices
-                if idx is None or len(idx) != n:  # no index known: count without dedup
-                    idx = [fake_id - k * self.world_size for k in range(n)]
-                    fake_id -= n * self.world_size
-                all_idx.append(np.asarray(idx, dtype="int64"))
+            if multi:  # each sample counted once over the padded shards, by its index
+                all_idx.append(np.asarray(indices, dtype="int64"))
                 all_hits.append(np.stack([hits[k].numpy() for k in names], axis=1)
                                 if names else np.zeros((n, 0), "float32"))
             else:
@@ -689,8 +490,8 @@ class Engine:
 
         results = {}
         if multi:
-            results.update(self._reduce_losses(loss_meters))
-            results.update(self._reduce_hits(all_idx, all_hits, names))
+            results.update(distributed.reduce_losses(loss_meters))
+            results.update(distributed.reduce_hits(all_idx, all_hits, names))
         else:
             results.update({k: m.avg for k, m in loss_meters.items()})
             results.update({k: hit_sums.get(k, 0.0) / seen if seen else 0.0 for k in names})
@@ -699,43 +500,3 @@ class Engine:
         if was_training:
             model.train()
         return results
-
-    @staticmethod
-    def _sync_statistics(model):
-        """Give every rank rank 0's BN running statistics (each rank updated its own from its
-        shard), so all ranks evaluate, and rank 0 saves, the same model."""
-        for tensor in list(model.buffers()) + [p for p in model.parameters() if p.stop_gradient]:
-            dist.broadcast(tensor, src=0)
-
-    def _reduce_losses(self, meters):
-        names = sorted(meters)
-        if not names:
-            return {}
-        t = paddle.to_tensor([[meters[k].sum, meters[k].count] for k in names], dtype="float64")
-        dist.all_reduce(t)
-        arr = t.numpy()
-        return {k: arr[i, 0] / max(arr[i, 1], 1) for i, k in enumerate(names)}
-
-    def _reduce_hits(self, all_idx, all_hits, names):
-        """Gather every rank's (sample index, hits) and count each sample once: the distributed
-        sampler pads the last batch with repeated samples so that all ranks get equal shares."""
-        idx = np.concatenate(all_idx) if all_idx else np.zeros((0,), "int64")
-        hits = np.concatenate(all_hits) if all_hits else np.zeros((0, len(names)), "float32")
-        local = np.concatenate([idx[:, None].astype("float64"), hits.astype("float64")], axis=1)
-        count = paddle.to_tensor([local.shape[0]], dtype="int64")
-        counts = []
-        dist.all_gather(counts, count)
-        longest = max(int(c.numpy()[0]) for c in counts)
-        padded = np.full((longest, local.shape[1]), np.nan)
-        padded[: local.shape[0]] = local
-        gathered = []
-        dist.all_gather(gathered, paddle.to_tensor(padded))
-        per_sample = {}
-        for tensor, c in zip(gathered, counts):
-            rows = tensor.numpy()[: int(c.numpy()[0])]
-            for row in rows:
-                per_sample.setdefault(int(row[0]), row[1:])
-        if not per_sample:
-            return {k: 0.0 for k in names}
-        table = np.stack(list(per_sample.values()))
-        return {k: float(table[:, j].mean()) for j, k in enumerate(names)}

@@ -1,0 +1,68 @@
+"""Cross-card reductions of the engine (no-ops on one card).
+
+The distributed sampler pads each rank's shard with repeated samples so that all ranks get
+equal shares; eval results are therefore counted per sample index (which every batch carries),
+each sample once.
+"""
+
+import numpy as np
+import paddle
+import paddle.distributed as dist
+
+
+def world():
+    """``(world_size, rank)`` of this process."""
+    size = dist.get_world_size()
+    return size, (dist.get_rank() if size > 1 else 0)
+
+
+def global_mean(value, world_size):
+    """``value`` (a float) averaged over the ranks; NaN anywhere makes it NaN everywhere."""
+    if world_size == 1:
+        return value
+    t = paddle.to_tensor([value], dtype="float64")
+    dist.all_reduce(t)
+    return float(t.numpy()[0]) / world_size
+
+
+def sync_statistics(model):
+    """Give every rank rank 0's BN running statistics (each rank updated its own from its
+    shard), so all ranks evaluate, and rank 0 saves, the same model."""
+    for tensor in list(model.buffers()) + [p for p in model.parameters() if p.stop_gradient]:
+        dist.broadcast(tensor, src=0)
+
+
+def reduce_losses(meters):
+    """``{name: AverageMeter}`` of this rank -> ``{name: mean over all ranks' samples}``."""
+    names = sorted(meters)
+    if not names:
+        return {}
+    t = paddle.to_tensor([[meters[k].sum, meters[k].count] for k in names], dtype="float64")
+    dist.all_reduce(t)
+    arr = t.numpy()
+    return {k: arr[i, 0] / max(arr[i, 1], 1) for i, k in enumerate(names)}
+
+
+def reduce_hits(all_idx, all_hits, names):
+    """Gather every rank's (sample index, hits) and average each metric over the distinct
+    samples."""
+    idx = np.concatenate(all_idx) if all_idx else np.zeros((0,), "int64")
+    hits = np.concatenate(all_hits) if all_hits else np.zeros((0, len(names)), "float32")
+    local = np.concatenate([idx[:, None].astype("float64"), hits.astype("float64")], axis=1)
+    count = paddle.to_tensor([local.shape[0]], dtype="int64")
+    counts = []
+    dist.all_gather(counts, count)
+    longest = max(int(c.numpy()[0]) for c in counts)
+    padded = np.full((longest, local.shape[1]), np.nan)
+    padded[: local.shape[0]] = local
+    gathered = []
+    dist.all_gather(gathered, paddle.to_tensor(padded))
+    per_sample = {}
+    for tensor, c in zip(gathered, counts):
+        rows = tensor.numpy()[: int(c.numpy()[0])]
+        for row in rows:
+            per_sample.setdefault(int(row[0]), row[1:])
+    if not per_sample:
+        return {k: 0.0 for k in names}
+    table = np.stack(list(per_sample.values()))
+    return {k: float(table[:, j].mean()) for j, k in enumerate(names)}
