@@ -212,10 +212,10 @@ class Engine:
 
     def _check_sections(self):
         # Accepted so PaddleClas configs load, but only their defaults are implemented here.
-        if self.g.get("use_dali"):
+        if self.g["use_dali"]:
             raise ConfigError("Global.use_dali: True is not supported (no DALI data loading here); "
                               "set it to False")
-        if self.g.get("eval_mode", "classification") != "classification":
+        if self.g["eval_mode"] != "classification":
             raise ConfigError(f"Global.eval_mode expects 'classification', got {self.g['eval_mode']!r}")
         if self.mode == "train":
             for section in ("Loss", "Optimizer"):
