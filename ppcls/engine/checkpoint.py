@@ -9,7 +9,7 @@ A checkpoint is one prefix (``output/MobileNeXt_100/latest``) and three or four 
 - ``.pdopt``     the optimizer ``state_dict`` (momentum buffers, and the LR scheduler state);
 - ``.pdema``     the EMA weights, when the config has an ``EMA`` section (same format as
                  ``.pdparams``);
-- ``.pdstates``  a dict: ``epoch``, ``best_metric``, ``lr_state``, ``lr_signature``, ``rng``, and
+- ``.pdstates``  a dict: ``epoch``, ``best_metric`` (and PaddleClas's ``metric``), ``lr_state``, ``lr_signature``, ``rng``, and
                  ``files``: the SHA-256 of each of the other files of this checkpoint.
 
 Writing is crash-safe. Every file is first written to a temp file in the same folder
@@ -30,7 +30,8 @@ config's, positioned at the resumed epoch, and a log line says so. The config de
 learning rate, the checkpoint decides the position.
 
 PaddleClas checkpoints (``.pdstates`` = ``{metric, epoch}``, no hashes, no RNG states) are read
-through :func:`from_paddleclas_states`.
+through :func:`from_paddleclas_states`; ours carry PaddleClas's two keys as well
+(:func:`to_paddleclas_states`), so PaddleClas can resume from them.
 """
 
 import hashlib
@@ -234,8 +235,10 @@ def from_paddleclas_states(states):
 
 
 def to_paddleclas_states(states):
-    """The PaddleClas view of our ``.pdstates``: ``{"metric": best, "epoch": n}``."""
-    return {"metric": states.get("best_metric"), "epoch": states["epoch"]}
+    """The PaddleClas view of our ``.pdstates``: ``{"metric": best, "epoch": n}`` (PaddleClas
+    starts from a best metric of -1.0 before any evaluation)."""
+    best = states.get("best_metric")
+    return {"metric": -1.0 if best is None else best, "epoch": states["epoch"]}
 
 
 # --------------------------------------------------------------------------- RNG states
@@ -317,6 +320,7 @@ def save_training(prefixes, run):
     }
     if run.scaler is not None:
         states["scaler"] = run.scaler.state_dict()
+    states.update(to_paddleclas_states(states))  # PaddleClas's keys too: it can resume from ours
     save_checkpoint(prefixes, run.bare_model.state_dict(), run.optimizer.state_dict(), states,
                     run.ema.model.state_dict() if run.ema else None)
     return prefixes
