@@ -9,8 +9,8 @@ A checkpoint is one prefix (``output/MobileNeXt_100/latest``) and three or four 
 - ``.pdopt``     the optimizer ``state_dict`` (momentum buffers, and the LR scheduler state);
 - ``.pdema``     the EMA weights, when the config has an ``EMA`` section (same format as
                  ``.pdparams``);
-- ``.pdstates``  a dict: ``epoch``, ``best_metric`` (and PaddleClas's ``metric``), ``lr_state``, ``lr_signature``, ``rng``, and
-                 ``files``: the SHA-256 of each of the other files of this checkpoint.
+- ``.pdstates``  a dict: ``epoch``, ``best_metric`` (and PaddleClas's ``metric``), ``lr_state``,
+                 ``lr_signature``, ``rng``, and ``files``: the SHA-256 of each of the other files of this checkpoint.
 
 Writing is crash-safe. Every file is first written to a temp file in the same folder
 (``.<name>.tmp``) and flushed to disk. Then the ``.pdstates`` temp file is renamed to
