@@ -1,4 +1,4 @@
-"""The fast CPU training path (ppcls/arch/fast_cpu) computes what Paddle's kernels compute.
+"""The fast CPU training path (ppcls/ops/fast_cpu) computes what Paddle's kernels compute.
 
 * Whole network, float64: the fast path's forward output, every parameter's gradient and
   the BN running statistics equal the plain Paddle path's within 1e-4 relative (measured:
@@ -33,9 +33,11 @@ import pytest
 from paddle import _C_ops, nn
 
 from conftest import ROOT
-from ppcls.arch import build_model, fast_cpu
-from ppcls.arch.fast_cpu import runtime
-from ppcls.utils.weights import load_state_dict, torch_state_dict_to_paddle
+from ppcls.arch import build_model
+from ppcls.ops import fast_cpu
+from ppcls.ops.fast_cpu import runtime
+from ppcls.utils.torch_weights import torch_state_dict_to_paddle
+from ppcls.utils.weights import load_state_dict
 
 TOL = 1e-4
 
@@ -264,8 +266,9 @@ FALLBACK = textwrap.dedent("""
     import json, sys, warnings
     import numpy as np, paddle
     import paddle.nn.functional as F
-    from ppcls.arch import build_model, fast_cpu
-    from ppcls.arch.fast_cpu import build
+    from ppcls.arch import build_model
+    from ppcls.ops import fast_cpu
+    from ppcls.ops.fast_cpu import build
 
     if sys.argv[1] == "broken":
         build.SOURCE = sys.argv[2]  # a source file that does not compile

@@ -31,7 +31,8 @@ import numpy as np
 import paddle
 import paddle.distributed as dist
 
-from ppcls.arch import build_model, fast_cpu
+from ppcls.arch import build_model
+from ppcls.ops import fast_cpu
 from ppcls.loss import build_loss
 from ppcls.metric import build_metrics
 from ppcls.optimizer import build_optimizer
