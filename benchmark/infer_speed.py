@@ -53,7 +53,8 @@ def export_models(out):
                       "image_shape": [3, 224, 224], "export_softmax": False},
            "Arch": {"name": "MobileNeXt_x1_0", "class_num": 1000}}
     if os.path.isfile(FIXTURE):
-        from ppcls.utils.weights import save_state_dict, torch_state_dict_to_paddle
+        from ppcls.utils.torch_weights import torch_state_dict_to_paddle
+        from ppcls.utils.weights import save_state_dict
 
         npz = np.load(FIXTURE)
         state = torch_state_dict_to_paddle({k[len("state_dict/"):]: npz[k] for k in npz.files

@@ -13,9 +13,9 @@ variant's ratio to the plain path's median.
 Variants:
   plain         MobileNeXt_x1_0, Paddle as installed: no switch of ours (Paddle's default
                 one math thread, glibc's default allocator behaviour)
-  fast          the same model with ppcls.arch.fast_cpu.enable (what Global.fast_cpu does)
+  fast          the same model with ppcls.ops.fast_cpu.enable (what Global.fast_cpu does)
   mbv2-plain    paddle.vision.models.mobilenet_v2, Paddle as installed
-  mbv2-fast     the same with ppcls.arch.fast_cpu.enable (its layers fit the same kernels)
+  mbv2-fast     the same with ppcls.ops.fast_cpu.enable (its layers fit the same kernels)
   --ablation    plain+threads (all cores for Paddle's math), plain+alloc (freed memory
                 kept), fast-1thread (the kernels alone)
   --torch       torch: the official network in PyTorch eager (benchmark/torch_mobilenext.py),
@@ -44,8 +44,8 @@ def build(variant, threads):
         from ppcls.arch import build_model
 
         model = build_model({"name": "MobileNeXt_x1_0", "class_num": 1000})
-    from ppcls.arch import fast_cpu
-    from ppcls.arch.fast_cpu import runtime
+    from ppcls.ops import fast_cpu
+    from ppcls.ops.fast_cpu import runtime
 
     if variant in ("fast", "mbv2-fast", "fast-1thread"):
         n = fast_cpu.enable(model, 1 if variant == "fast-1thread" else threads)

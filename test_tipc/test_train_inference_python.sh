@@ -6,7 +6,8 @@
 # MODE: lite_train_lite_infer | lite_train_whole_infer | whole_train_whole_infer | whole_infer.
 # GPU_LIST, when given, replaces the config's gpu_list (e.g. -1, 0, 0,1 or -1|0,1).
 # Every step appends `Run successfully with command - MODEL - CMD!` or
-# `Run failed with command - MODEL - CMD!` to test_tipc/output/MODEL/MODE/results_python.log;
+# `Run failed with command - MODEL - CMD!` to test_tipc/output/MODEL/MODE/results_python.log
+# ($TIPC_OUTPUT/MODEL/MODE/ when the environment variable TIPC_OUTPUT names another folder);
 # each step's own output goes to a log beside it (named in CMD). Exit code: 0 when every step
 # succeeded, 1 when any failed, 2 for a usage or config error.
 set -uo pipefail
@@ -76,10 +77,10 @@ if [[ $# -eq 3 ]]; then
     gpu_list="$3"
 fi
 
-LOG_PATH="./test_tipc/output/${model_name}/${MODE}"
+LOG_PATH="${TIPC_OUTPUT:-./test_tipc/output}/${model_name}/${MODE}"  # TIPC_OUTPUT: another root
 rm -rf "${LOG_PATH}"  # each run starts afresh: its logs and outputs only
 mkdir -p "${LOG_PATH}" || exit 2
-RESULTS="${ROOT}/${LOG_PATH#./}/results_python.log"  # absolute: inference runs in deploy/
+RESULTS="$(cd "${LOG_PATH}" && pwd)/results_python.log"  # absolute: inference runs in deploy/
 : > "${RESULTS}"
 TIPC_FAILED=0
 

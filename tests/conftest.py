@@ -1,9 +1,18 @@
 import os
+import tempfile
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "..", "shared", "fixtures")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    # pytest-benchmark, when installed, creates ./.benchmarks in the repository at every session;
+    # tests write nothing into the repository tree, so its default storage goes to a temp dir.
+    if getattr(config.option, "benchmark_storage", None) == "file://./.benchmarks":
+        config.option.benchmark_storage = "file://" + tempfile.mkdtemp(prefix="ppcls-benchmarks-")
 
 
 @pytest.fixture(scope="session")

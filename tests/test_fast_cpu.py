@@ -1,4 +1,4 @@
-"""The fast CPU training path (ppcls/arch/fast_cpu) computes what Paddle's kernels compute.
+"""The fast CPU training path (ppcls/ops/fast_cpu) computes what Paddle's kernels compute.
 
 * Whole network, float64: the fast path's forward output, every parameter's gradient and
   the BN running statistics equal the plain Paddle path's within 1e-4 relative (measured:
@@ -33,9 +33,11 @@ import pytest
 from paddle import _C_ops, nn
 
 from conftest import ROOT
-from ppcls.arch import build_model, fast_cpu
-from ppcls.arch.fast_cpu import runtime
-from ppcls.utils.weights import load_state_dict, torch_state_dict_to_paddle
+from ppcls.arch import build_model
+from ppcls.ops import fast_cpu
+from ppcls.ops.fast_cpu import runtime
+from ppcls.utils.torch_weights import torch_state_dict_to_paddle
+from ppcls.utils.weights import load_state_dict
 
 TOL = 1e-4
 
@@ -261,14 +263,35 @@ def test_wanted_follows_config_env_and_device(monkeypatch):
 # ------------------------------------------------------------------ fallback
 
 FALLBACK = textwrap.dedent("""
-    import json, sys, warnings
+    import json, os, sys, warnings
     import numpy as np, paddle
     import paddle.nn.functional as F
-    from ppcls.arch import build_model, fast_cpu
-    from ppcls.arch.fast_cpu import build
+    from ppcls.arch import build_model
+    from ppcls.ops import fast_cpu
+    from ppcls.ops.fast_cpu import build
 
     if sys.argv[1] == "broken":
         build.SOURCE = sys.argv[2]  # a source file that does not compile
+    if sys.argv[1] == "readonly" and os.geteuid() == 0:
+        # root writes through file modes: refuse writes under the cache as a read-only mount does
+        import builtins, errno, os, tempfile
+        root = os.environ["PPCLS_FAST_CPU_CACHE"]
+        def refuse(path):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        real_open, real_makedirs, real_mkdtemp = builtins.open, os.makedirs, tempfile.mkdtemp
+        def ro_open(file, mode="r", *a, **k):
+            if str(file).startswith(root) and any(c in mode for c in "wax+"):
+                refuse(file)
+            return real_open(file, mode, *a, **k)
+        def ro_makedirs(name, *a, **k):
+            if str(name).startswith(root) and not os.path.isdir(name):
+                refuse(name)
+            return real_makedirs(name, *a, **k)
+        def ro_mkdtemp(*a, dir=None, **k):
+            if dir is not None and str(dir).startswith(root):
+                refuse(dir)
+            return real_mkdtemp(*a, dir=dir, **k)
+        builtins.open, os.makedirs, tempfile.mkdtemp = ro_open, ro_makedirs, ro_mkdtemp
     paddle.seed(0)
     plain = build_model({"name": "MobileNeXt_x0_35", "class_num": 10, "dropout": 0.0})
     model = build_model({"name": "MobileNeXt_x0_35", "class_num": 10, "dropout": 0.0})
@@ -312,6 +335,56 @@ def test_failed_build_falls_back_with_one_warning(tmp_path):
     assert result["counts"] == [0, 0]
     assert len(result["warnings"]) == 1 and "compiling" in result["warnings"][0]
     assert result["grad_diff"] == 0.0
+
+
+def assert_one_cache_warning(result, cache):
+    assert result["counts"] == [0, 0]
+    assert len(result["warnings"]) == 1, result["warnings"]
+    assert str(cache) in result["warnings"][0]
+    assert result["grad_diff"] == 0.0  # ran on Paddle's kernels
+
+
+def test_read_only_empty_cache_falls_back_with_one_warning(tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    cache.chmod(0o555)
+    try:
+        result = run_fallback(tmp_path, {}, "readonly")
+    finally:
+        cache.chmod(0o755)
+    assert_one_cache_warning(result, cache)
+    assert "Permission denied" in result["warnings"][0]
+    assert list(cache.iterdir()) == []
+
+
+def test_cache_path_that_is_a_file_falls_back_with_one_warning(tmp_path):
+    cache = tmp_path / "cache"
+    cache.write_text("not a folder")
+    result = run_fallback(tmp_path, {}, "file")
+    assert_one_cache_warning(result, cache)
+    assert cache.read_text() == "not a folder"
+
+
+def test_truncated_cached_library_is_refused_not_loaded(tmp_path):
+    # A cached .so cut to 5% crashed every run with SIGBUS inside the loader; now its
+    # recorded hash is checked first, and the corrupt build is removed for the next run.
+    import shutil
+
+    from ppcls.ops.fast_cpu import build
+
+    key = build.build_key()
+    built = os.path.join(build.cache_root(), key)
+    assert os.path.isfile(build._library_path(built)), "the ops fixture built the library"
+    cache = tmp_path / "cache"
+    shutil.copytree(built, cache / key)
+    lib = build._library_path(str(cache / key))
+    data = open(lib, "rb").read()
+    with open(lib, "wb") as f:
+        f.write(data[: len(data) // 20])
+    result = run_fallback(tmp_path, {}, "truncated")
+    assert_one_cache_warning(result, cache)
+    assert "corrupt" in result["warnings"][0]
+    assert not (cache / key).exists()
 
 
 # ------------------------------------------------------------------ the CPU deployment default

@@ -16,7 +16,8 @@ import yaml
 from conftest import ROOT
 from ppcls.inference.export import build_eval_model, export_model
 from ppcls.inference.predictor import PaddlePredictor
-from ppcls.utils.weights import save_state_dict, torch_state_dict_to_paddle
+from ppcls.utils.torch_weights import torch_state_dict_to_paddle
+from ppcls.utils.weights import save_state_dict
 
 LABELS = os.path.join(ROOT, "ppcls", "utils", "imagenet1k_label_list.txt")
 EXPORT = os.path.join(ROOT, "tools", "export_model.py")

@@ -6,7 +6,6 @@ run only the small `whole_infer` mode on copies of the config, so a broken step 
 
 import os
 import re
-import shutil
 import subprocess
 import uuid
 
@@ -83,6 +82,7 @@ def test_a_line_out_of_place_is_one_clear_error(tmp_path):
     bad = tmp_path / "bad.txt"
     bad.write_text("\n".join(lines) + "\n")
     proc = subprocess.run(["bash", SCRIPT, str(bad), "lite_train_lite_infer"], cwd=ROOT,
+                          env=dict(os.environ, TIPC_OUTPUT=str(tmp_path / "tipc_output")),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
@@ -101,9 +101,9 @@ def _config_copy(path, replace):
 
 @pytest.fixture
 def tipc_run(tmp_path):
-    """Runs the harness on a config copy with its own model_name (so its own output folder,
-    removed afterwards), one CPU inference combination on three images; returns
-    (process, results_python.log lines, output folder)."""
+    """Runs the harness on a config copy, one CPU inference combination on three images, with
+    everything it writes under tmp_path (TIPC_OUTPUT for its logs and models, Global.output_dir
+    for the tools' own logs); returns (process, results_python.log lines, output folder)."""
     model_name = f"MobileNeXt_100_test_{uuid.uuid4().hex[:8]}"
     images = tmp_path / "images"
     images.mkdir()
@@ -113,22 +113,26 @@ def tipc_run(tmp_path):
     rng = np.random.default_rng(0)
     for i in range(3):  # ImageNet-sized RGB photos of noise are enough to run a predictor
         Image.fromarray(rng.integers(0, 256, (256, 320, 3), dtype=np.uint8)).save(images / f"img_{i}.jpg")
+    tools_output = f"-o Global.output_dir={tmp_path / 'tools_output'}"
+    lines = _lines()
 
     def run(mode, replace, *extra_args):
         replace = {"model_name": model_name, "-o Global.use_gpu": "False",
                    "-o Global.enable_mkldnn": "False", "-o Global.cpu_num_threads": "1",
                    "-o Global.batch_size": "2", "-o Global.benchmark": "False",
-                   "-o Global.infer_imgs": str(images), "train_infer_img_dir": str(images), **replace}
+                   "-o Global.infer_imgs": str(images), "train_infer_img_dir": str(images),
+                   "eval": f"{_value(lines, 'eval')} {tools_output}",
+                   "norm_export": f"{_value(lines, 'norm_export')} {tools_output}", **replace}
         config = _config_copy(tmp_path / "tipc.txt", replace)
         proc = subprocess.run(["bash", SCRIPT, str(config), mode, *extra_args], cwd=ROOT,
+                              env=dict(os.environ, TIPC_OUTPUT=str(tmp_path / "tipc_output")),
                               capture_output=True, text=True, timeout=600)
-        log_dir = os.path.join(ROOT, "test_tipc", "output", model_name, mode)
+        log_dir = os.path.join(tmp_path, "tipc_output", model_name, mode)
         with open(os.path.join(log_dir, "results_python.log")) as f:
             results = f.read().splitlines()
         return proc, results, log_dir
 
-    yield run
-    shutil.rmtree(os.path.join(ROOT, "test_tipc", "output", model_name), ignore_errors=True)
+    return run
 
 
 def test_a_broken_step_gives_run_failed_and_a_nonzero_exit(tmp_path, tipc_run):

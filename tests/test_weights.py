@@ -15,8 +15,9 @@ import pytest
 from conftest import FIXTURES, ROOT
 from ppcls.arch import build_model
 from ppcls.utils.errors import CheckpointError
+from ppcls.utils.torch_weights import torch_state_dict_to_paddle
 from ppcls.utils.weights import (load_pretrained, load_state_dict, read_state_dict,
-                                 save_state_dict, state_dict_numpy, torch_state_dict_to_paddle)
+                                 save_state_dict, state_dict_numpy)
 
 TOL = 1e-4  # the fixture README: a faithful implementation matches within 1e-4
 CONVERT = os.path.join(ROOT, "tools", "convert_weights.py")
@@ -239,3 +240,36 @@ def test_torch_mapping_renames_transposes_and_drops_counters():
     assert sorted(mapped) == ["classifier.1.bias", "classifier.1.weight", "features.0.1._mean",
                               "features.0.1._variance"]
     assert np.array_equal(mapped["classifier.1.weight"], weight.T)
+
+
+def test_head_skipping_follows_the_declared_classifier_layer(tmp_path):
+    # weights.py knows no layer names: a model declaring another head gets that head skipped
+    class Tiny(paddle.nn.Layer):
+        classifier_layer = "head"
+
+        def __init__(self, classes):
+            super().__init__()
+            self.body = paddle.nn.Linear(4, 3)
+            self.head = paddle.nn.Linear(3, classes)
+
+    source, target = Tiny(5), Tiny(2)
+    path = tmp_path / "tiny.pdparams"
+    save_state_dict(source.state_dict(), str(path))
+    with pytest.raises(CheckpointError, match="head.weight: checkpoint \\[3, 5\\] vs model \\[3, 2\\]"):
+        load_pretrained(target, str(path))
+    head = target.head.weight.numpy().copy()
+    load_pretrained(target, str(path), skip_mismatched_head=True)
+    assert np.array_equal(target.body.weight.numpy(), source.body.weight.numpy())
+    assert np.array_equal(target.head.weight.numpy(), head)
+    Tiny.classifier_layer = None  # no declaration: nothing may be skipped
+    with pytest.raises(CheckpointError, match="head.bias"):
+        load_pretrained(target, str(path), skip_mismatched_head=True)
+
+
+def test_pytorch_named_file_is_refused_with_the_conversion_command(official_npz, tmp_path):
+    path = tmp_path / "torch_names.pdparams"
+    save_state_dict(official_state(official_npz), str(path))
+    model = build_model({"name": "MobileNeXt_x1_0"})
+    with pytest.raises(CheckpointError, match="torch_names.pdparams uses PyTorch names.*"
+                                              "tools/convert_weights.py"):
+        load_pretrained(model, str(path))

@@ -13,11 +13,14 @@ import re
 
 import numpy as np
 
+from ppcls.arch import build_model
 from ppcls.utils import logger
 from ppcls.utils.cli import run_tool
 from ppcls.utils.errors import CheckpointError
-from ppcls.utils.weights import (SUFFIXES, TORCH_SUFFIXES, check_destination, convert_state_dict,
-                                 read_state_dict, unwrap_state_dict)
+from ppcls.utils.torch_weights import to_paddle_names
+from ppcls.utils.weights import (SUFFIXES, TORCH_SUFFIXES, check_destination, check_state_dict,
+                                 classifier_layer, expected_shapes, read_state_dict,
+                                 save_state_dict, state_dict_numpy, unwrap_state_dict)
 
 
 def read_torch_checkpoint(path):
@@ -58,6 +61,30 @@ def _torch_reason(err):
                     "['state_dict'], 'weights.pth')")
         return f"not a PyTorch checkpoint ({reason[:200]})"
     return " ".join(text.split())[:300]
+
+
+def convert_state_dict(state, dst, arch, class_num=None, source="checkpoint"):
+    """Map ``state`` (PyTorch or Paddle naming) to ``arch``'s names, check it fits the built
+    model whole, and write it to ``dst`` (``.pdparams`` or ``.safetensors``).
+
+    ``class_num`` defaults to the checkpoint's own: the length of the bias of the classifier
+    layer the model declares (``classifier_layer``, MobileNeXt: ``classifier.1``). Nothing is
+    written when the checkpoint does not fit. Returns ``(dst, class_num)``.
+    """
+    check_destination(dst)
+    state = to_paddle_names(state)
+    model = build_model({"name": arch})
+    if class_num is None:
+        layer = classifier_layer(model)
+        bias = state.get(f"{layer}.bias") if layer else None
+        class_num = int(bias.shape[0]) if bias is not None and bias.ndim == 1 else 1000
+    model = build_model({"name": arch, "class_num": class_num})
+    check_state_dict(expected_shapes(model), state, source=source,
+                     target=f"{arch} (class_num {class_num})")
+    dtypes = {name: value.dtype for name, value in state_dict_numpy(model).items()}
+    save_state_dict({name: np.asarray(state[name]).astype(dtypes[name], copy=False)
+                     for name in dtypes}, dst)
+    return dst, class_num
 
 
 def main(argv=None):

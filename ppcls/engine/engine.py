@@ -25,9 +25,10 @@ import time
 import numpy as np
 import paddle
 
-from ppcls.arch import build_model, fast_cpu
+from ppcls.arch import build_model
 from ppcls.engine import checkpoint, distributed
 from ppcls.engine.hooks import default_hooks
+from ppcls.ops import fast_cpu
 from ppcls.loss import build_loss
 from ppcls.metric import build_metrics
 from ppcls.optimizer import build_optimizer

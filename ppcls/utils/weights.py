@@ -6,12 +6,13 @@ Formats
   are exactly ``model.state_dict()``'s, e.g. ``features.1.conv.4._mean`` and
   ``classifier.1.weight`` stored ``[in, out]``.
 - ``.safetensors``: the same names and layout (``safetensors.numpy``).
-- official PyTorch state_dicts (read by ``tools/convert_weights.py``, the only place that
-  needs torch): bare, or under ``state_dict`` / ``model``, with or without ``module.``
-  prefixes. :func:`torch_state_dict_to_paddle` maps them by name alone: ``running_mean`` ->
-  ``_mean``, ``running_var`` -> ``_variance``, ``num_batches_tracked`` dropped and Linear
-  weights (the 2-D ``.weight`` tensors, here ``classifier.1.weight``) transposed to
-  ``[in, out]``.
+- official PyTorch state_dicts are converted once by ``tools/convert_weights.py`` (the
+  mapping is ``ppcls.utils.torch_weights``, which nothing else in ``ppcls`` imports); a file
+  still in PyTorch naming is refused here with a line saying so.
+
+This module knows no model: the classification head is whatever layer the model declares
+in its ``classifier_layer`` attribute (MobileNeXt: ``classifier.1``), and it imports nothing
+from ``ppcls.arch``.
 
 A checkpoint that does not fit the model is refused whole, with one :class:`CheckpointError`
 that lists the missing keys, the unexpected keys and the shape differences; nothing is loaded
@@ -32,8 +33,9 @@ WRAPPER_KEYS = ("state_dict", "model")
 _PADDLE_NAME_MAP_KEY = "StructuredToParameterName@@"
 # How many names of each kind a mismatch message lists before it says "and N more".
 LIST_LIMIT = 12
-# Names of the classification head, which fine-tuning with another class_num replaces.
-HEAD_PREFIXES = ("classifier.",)
+# Where a model names its classification head (the layer fine-tuning with another
+# class_num replaces), e.g. ``classifier_layer = "classifier.1"``.
+CLASSIFIER_ATTR = "classifier_layer"
 
 
 # --------------------------------------------------------------------------- paths
@@ -135,7 +137,7 @@ def _one_line(err):
     return text[:300] + ("..." if len(text) > 300 else "")
 
 
-# --------------------------------------------------------------------------- name mapping
+# --------------------------------------------------------------------------- naming
 
 
 def is_torch_naming(state):
@@ -144,32 +146,17 @@ def is_torch_naming(state):
                for name in state)
 
 
-def torch_state_dict_to_paddle(state):
-    """Map an official PyTorch MobileNeXt state_dict (``{name: np.ndarray}``) to our names.
-
-    Accepts a bare state_dict or one under ``state_dict`` / ``model``, with or without
-    ``module.`` prefixes. ``running_mean`` -> ``_mean``, ``running_var`` -> ``_variance``,
-    ``num_batches_tracked`` dropped, Linear weights (2-D ``.weight``) transposed from
-    ``[out, in]`` to ``[in, out]``. Returns a new dict; the input is not changed.
-    """
-    out = {}
-    for name, value in unwrap_state_dict(state, source="PyTorch state_dict").items():
-        value = np.asarray(value)
-        if name.endswith(".num_batches_tracked"):
-            continue
-        if name.endswith(".running_mean"):
-            name = name[: -len("running_mean")] + "_mean"
-        elif name.endswith(".running_var"):
-            name = name[: -len("running_var")] + "_variance"
-        elif name.endswith(".weight") and value.ndim == 2:
-            value = np.ascontiguousarray(value.T)
-        out[name] = value
-    return out
+def classifier_layer(model_or_class):
+    """The name of the classification layer a model (or model class) declares, or None."""
+    return getattr(model_or_class, CLASSIFIER_ATTR, None)
 
 
-def to_paddle_names(state):
-    """``state`` in our names, whichever of the two conventions it uses."""
-    return torch_state_dict_to_paddle(state) if is_torch_naming(state) else dict(state)
+def head_names(names, model):
+    """The names among ``names`` that belong to ``model``'s declared classifier layer."""
+    layer = classifier_layer(model)
+    if not layer:
+        return []
+    return [name for name in names if name.startswith(layer + ".")]
 
 
 # --------------------------------------------------------------------------- checking
@@ -229,8 +216,11 @@ def _describe(model):
 
 
 def load_state_dict(model, state, source="checkpoint", target=None):
-    """Load ``{name: array}`` (either naming) into ``model`` after checking it fits it whole."""
-    state = to_paddle_names(state)
+    """Load ``{name: array}`` (our naming) into ``model`` after checking it fits it whole."""
+    if is_torch_naming(state):
+        raise CheckpointError(f"{source} uses PyTorch names (running_mean ...); convert it first: "
+                              "python tools/convert_weights.py --src FILE --dst OUT.pdparams "
+                              "--arch NAME")
     expected = expected_shapes(model)
     check_state_dict(expected, state, source=source, target=target or _describe(model))
     dtypes = {name: value.dtype for name, value in model.state_dict().items()}
@@ -245,21 +235,21 @@ def load_pretrained(model, path, skip_mismatched_head=False):
     """Load weights for ``Arch.pretrained`` / ``Global.pretrained_model`` into ``model``.
 
     ``path``: a ``.pdparams`` (ours = PaddleClas's) or ``.safetensors`` file, with or without
-    the ``.pdparams`` suffix. ``True`` is refused (nothing can be downloaded). A file in
-    PyTorch naming is mapped as :func:`torch_state_dict_to_paddle` does. Raises
+    the ``.pdparams`` suffix. ``True`` is refused (nothing can be downloaded), and so is a
+    file in PyTorch naming (``tools/convert_weights.py`` converts it). Raises
     :class:`CheckpointError` naming the file when it is missing, unreadable or does not fit.
 
-    ``skip_mismatched_head=True`` is for fine-tuning with another ``class_num``: classifier
-    tensors (``classifier.*``) whose shapes differ are left as initialised, with a warning;
+    ``skip_mismatched_head=True`` is for fine-tuning with another ``class_num``: the tensors
+    of the model's declared classifier layer (``model.classifier_layer``, e.g.
+    ``classifier.1.*``) whose shapes differ are left as initialised, with a warning;
     everything else must still fit exactly.
     """
     path = resolve_path(path)
-    state = to_paddle_names(read_state_dict(path))
-    if skip_mismatched_head:
+    state = read_state_dict(path)
+    if skip_mismatched_head and not is_torch_naming(state):
         expected = expected_shapes(model)
-        skipped = [name for name, value in state.items()
-                   if name.startswith(HEAD_PREFIXES) and name in expected
-                   and _shape(value) != expected[name]]
+        skipped = [name for name in head_names(state, model)
+                   if name in expected and _shape(state[name]) != expected[name]]
         if skipped:
             from ppcls.utils import logger
 
@@ -270,30 +260,7 @@ def load_pretrained(model, path, skip_mismatched_head=False):
     return load_state_dict(model, state, source=path)
 
 
-# --------------------------------------------------------------------------- converting
-
-
-def convert_state_dict(state, dst, arch, class_num=None, source="checkpoint"):
-    """Map ``state`` (PyTorch or Paddle naming) to ``arch``'s names, check it fits the built
-    model whole, and write it to ``dst`` (``.pdparams`` or ``.safetensors``).
-
-    ``class_num`` defaults to the checkpoint's own (the length of ``classifier.1.bias``).
-    Nothing is written when the checkpoint does not fit. Returns ``(dst, class_num)``.
-    """
-    from ppcls.arch import build_model
-
-    check_destination(dst)
-    state = to_paddle_names(state)
-    if class_num is None:
-        bias = state.get("classifier.1.bias")
-        class_num = int(bias.shape[0]) if bias is not None and bias.ndim == 1 else 1000
-    model = build_model({"name": arch, "class_num": class_num})
-    check_state_dict(expected_shapes(model), state, source=source,
-                     target=f"{arch} (class_num {class_num})")
-    dtypes = {name: value.dtype for name, value in state_dict_numpy(model).items()}
-    save_state_dict({name: np.asarray(state[name]).astype(dtypes[name], copy=False)
-                     for name in dtypes}, dst)
-    return dst, class_num
+# --------------------------------------------------------------------------- destinations
 
 
 def check_destination(path):

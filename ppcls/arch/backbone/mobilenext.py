@@ -117,6 +117,10 @@ class SandglassBlock(nn.Layer):
 
 
 class MobileNeXt(nn.Layer):
+    # The layer whose output size is class_num: weight import (ppcls.utils.weights) reads this
+    # to skip a head of another class_num and to read a checkpoint's class count.
+    classifier_layer = "classifier.1"
+
     def __init__(self, scale=1.0, class_num=1000, dropout=DROPOUT, identity_tensor_multiplier=1.0):
         super().__init__()
         if not 0.0 < identity_tensor_multiplier <= 1.0:

@@ -6,7 +6,9 @@ version, the Python ABI and the CPU's instruction-set flags (the code is built w
 ``-march=native``). Later processes find the finished library there and only register its
 operators (milliseconds). A lock file makes concurrent first runs (two ranks, two test
 workers) wait for one build, and builds go to a private temporary directory renamed into
-place when complete, so nobody ever loads half a build.
+place when complete, so nobody ever loads half a build. The build records the library's
+SHA-256 beside it, and every load checks it first: a truncated or damaged library is
+refused (and removed) instead of crashing the process in the dynamic loader.
 
 Cache root: ``$PPCLS_FAST_CPU_CACHE``, else ``$XDG_CACHE_HOME/ppcls/fast_cpu``, else
 ``~/.cache/ppcls/fast_cpu``.
@@ -26,6 +28,8 @@ CXX_FLAGS = ["-O3", "-march=native", "-fopenmp"]
 # The OpenMP runtime Paddle and its MKL already use (one thread pool), and the oneDNN
 # library Paddle ships (its sgemm is the pointwise convolution).
 LD_FLAGS = ["-l:libiomp5.so", "-l:libdnnl.so.3"]
+# Bumped when the cache layout changes (2: a SHA-256 of the library is stored beside it).
+CACHE_FORMAT = 2
 OP_NAMES = ("fast_dwconv3x3", "fast_bn_act_train", "fast_conv1x1")
 
 
@@ -58,7 +62,7 @@ def build_key():
     h = hashlib.sha256()
     with open(SOURCE, "rb") as f:
         h.update(f.read())
-    for part in (CXX_FLAGS, LD_FLAGS, [paddle.__version__, sys.version, platform.machine(),
+    for part in (CXX_FLAGS, LD_FLAGS, [CACHE_FORMAT, paddle.__version__, sys.version, platform.machine(),
                                        _cpu_flags(), os.environ.get("CXX", "")]):
         h.update(repr(part).encode())
     return h.hexdigest()[:16]
@@ -104,6 +108,12 @@ def _compile(final_dir):
         detail = errors[0][:300] if errors else f"exit code {proc.returncode}"
         raise BuildError(f"compiling {SOURCE} failed: {detail}")
     try:
+        with open(_hash_path(_library_path(work)), "w", encoding="ascii") as f:
+            f.write(_file_hash(_library_path(work)) + "\n")
+    except OSError:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    try:
         os.rename(work, final_dir)
     except OSError:
         shutil.rmtree(work, ignore_errors=True)  # another process finished first: use its build
@@ -111,30 +121,76 @@ def _compile(final_dir):
             raise BuildError(f"could not move the build into {final_dir}") from None
 
 
-def load_library():
-    """Compile if needed, register the operators, return the library path.
+def _file_hash(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
-    Raises ``BuildError`` when there is no compiler or the build fails.
+
+def _hash_path(lib):
+    return lib + ".sha256"
+
+
+def _verify(lib, final_dir):
+    """Refuse a cached library whose bytes differ from what the build wrote.
+
+    A truncated or overwritten shared library can crash the process (SIGBUS) inside the
+    dynamic loader, where nothing can catch it; the SHA-256 recorded at build time is
+    checked first. A corrupt build is removed so that the next run compiles it again.
+    """
+    try:
+        with open(_hash_path(lib), encoding="ascii") as f:
+            recorded = f.read().strip()
+        actual = _file_hash(lib)
+    except (OSError, UnicodeDecodeError) as err:
+        raise BuildError(f"cannot check the cached build {final_dir}: "
+                         f"{getattr(err, 'strerror', None) or err}") from None
+    if actual != recorded:
+        shutil.rmtree(final_dir, ignore_errors=True)
+        raise BuildError(f"the cached library {lib} is corrupt (its SHA-256 differs from the one "
+                         "recorded when it was built); removed it, the next run rebuilds it")
+
+
+def _build_once(root, final_dir, lib):
+    """Compile into ``final_dir`` unless another process already did (one build per cache)."""
+    os.makedirs(root, exist_ok=True)
+    # One build at a time per cache: processes started together (ranks, test workers)
+    # wait for the first one's build instead of compiling the same thing side by side.
+    with open(os.path.join(root, ".build.lock"), "w") as lock:
+        try:
+            import fcntl
+
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except (ImportError, OSError):
+            pass  # no flock here: concurrent builds are still safe, only slower
+        if not os.path.isfile(lib):
+            _compile(final_dir)
+
+
+def load_library():
+    """Compile if needed, check the library's recorded hash, register the operators, return
+    the library path.
+
+    Raises ``BuildError`` (naming the cache) when there is no compiler, the build fails, the
+    cache cannot be written or the cached library is corrupt.
     """
     from paddle.utils.cpp_extension import load_op_meta_info_and_register_op
 
     if not os.path.isfile(SOURCE):
         raise BuildError(f"{SOURCE} is missing from this installation")
-    final_dir = os.path.join(cache_root(), build_key())
+    root = cache_root()
+    final_dir = os.path.join(root, build_key())
     lib = _library_path(final_dir)
-    if not os.path.isfile(lib):
-        os.makedirs(cache_root(), exist_ok=True)
-        # One build at a time per cache: processes started together (ranks, test workers)
-        # wait for the first one's build instead of compiling the same thing side by side.
-        with open(os.path.join(cache_root(), ".build.lock"), "w") as lock:
-            try:
-                import fcntl
-
-                fcntl.flock(lock, fcntl.LOCK_EX)
-            except (ImportError, OSError):
-                pass  # no flock here: concurrent builds are still safe, only slower
-            if not os.path.isfile(lib):
-                _compile(final_dir)
+    try:
+        if not os.path.isfile(lib):
+            _build_once(root, final_dir, lib)
+    except OSError as err:  # read-only cache, a file where the folder should be, disk full
+        where = f" ({err.filename})" if err.filename else ""
+        raise BuildError(f"cannot use the build cache {root}: {err.strerror or err}{where} "
+                         "(set PPCLS_FAST_CPU_CACHE to a writable folder)") from None
+    _verify(lib, final_dir)
     try:
         names = load_op_meta_info_and_register_op(lib)
     except Exception as err:  # noqa: BLE001
@@ -146,7 +202,7 @@ def load_library():
 
 
 if __name__ == "__main__":
-    # ``python -m ppcls.arch.fast_cpu.build``: compile now (e.g. once at the start of a CI job).
+    # ``python -m ppcls.ops.fast_cpu.build``: compile now (e.g. once at the start of a CI job).
     import time
 
     start = time.time()

@@ -8,7 +8,7 @@ sgemm and a fused training batch norm + ReLU6, multi-threaded, with their gradie
 switches a model's layers onto them. Enabling it also uses all available cores for Paddle's
 own CPU math and keeps freed memory in the process for reuse (see ``runtime``):
 
-    from ppcls.arch import fast_cpu
+    from ppcls.ops import fast_cpu
     fast_cpu.enable(model)          # -> number of layers switched (0: not available)
     fast_cpu.disable(model)         # back to Paddle's kernels
 
@@ -19,10 +19,10 @@ rounding (tests/test_fast_cpu.py). It is on by default for CPU training
 one warning and Paddle's kernels are used. GPU tensors always use Paddle's kernels.
 """
 
-from ppcls.arch.fast_cpu import runtime
-from ppcls.arch.fast_cpu.layers import (FastBatchNorm, FastDepthwiseConv3x3, FastPointwiseConv, FusedReLU6,
+from ppcls.ops.fast_cpu import runtime
+from ppcls.ops.fast_cpu.layers import (FastBatchNorm, FastDepthwiseConv3x3, FastPointwiseConv, FusedReLU6,
                                         convert, revert)
-from ppcls.arch.fast_cpu.runtime import ENV_SWITCH, FastCPUWarning, set_threads
+from ppcls.ops.fast_cpu.runtime import ENV_SWITCH, FastCPUWarning, set_threads
 
 
 def wanted(global_config=None, device="cpu"):

@@ -8,10 +8,10 @@ dtypes, ``paddle.jit.to_static`` tracing and export) runs the parent's Paddle ke
 """
 
 import paddle
-from paddle import _C_ops, nn
+from paddle import nn
 import paddle.nn.functional as F
 
-from ppcls.arch.fast_cpu import runtime
+from ppcls.ops.fast_cpu import runtime
 
 
 def _fast(x):
@@ -34,8 +34,7 @@ class FastDepthwiseConv3x3(nn.Conv2D):
 
     def forward(self, x):
         if _fast(x):
-            return _C_ops._run_custom_op("fast_dwconv3x3", x, self.weight, self._stride[0],
-                                         runtime.threads())[0]
+            return runtime.run_op("fast_dwconv3x3", x, self.weight, self._stride[0])[0]
         return super().forward(x)
 
 
@@ -51,7 +50,7 @@ class FastPointwiseConv(nn.Conv2D):
 
     def forward(self, x):
         if _fast(x):
-            return _C_ops._run_custom_op("fast_conv1x1", x, self.weight, runtime.threads())[0]
+            return runtime.run_op("fast_conv1x1", x, self.weight)[0]
         return super().forward(x)
 
 
@@ -67,10 +66,9 @@ class FastBatchNorm(nn.BatchNorm2D):
 
     def forward(self, x):
         if self.training and not self._use_global_stats and _fast(x):
-            y, _, _, mean, var = _C_ops._run_custom_op(
+            y, _, _, mean, var = runtime.run_op(
                 "fast_bn_act_train", x, self.weight, self.bias, self._mean, self._variance,
-                float(self._momentum), float(self._epsilon), bool(self.fused_relu6),
-                runtime.threads())
+                float(self._momentum), float(self._epsilon), bool(self.fused_relu6))
             with paddle.no_grad():
                 paddle.assign(mean, output=self._mean)
                 paddle.assign(var, output=self._variance)
