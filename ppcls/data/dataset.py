@@ -14,6 +14,7 @@ sample's augmentation does not depend on which worker process makes it, nor on w
 """
 
 import os
+import re
 
 import numpy as np
 import paddle
@@ -50,7 +51,7 @@ def read_list_file(list_path, image_root, delimiter=None, class_num=None, class_
     if not os.path.isdir(image_root):
         raise DataError(f"image_root is not a folder: {image_root} (list file {list_path})")
     try:
-        with open(list_path, encoding="utf-8") as f:
+        with open(list_path, encoding="utf-8-sig") as f:  # -sig: a leading BOM is dropped
             lines = f.read().splitlines()
     except UnicodeDecodeError as err:
         raise DataError(f"{list_path}: not a UTF-8 text file ({err.reason} at byte {err.start})") from None
@@ -72,10 +73,9 @@ def read_list_file(list_path, image_root, delimiter=None, class_num=None, class_
             problem = f"{expected}, got {line!r}"
         else:
             rel, label_text = parts[0].strip(), parts[1].strip()
-            try:
-                label = int(label_text)
-            except ValueError:
-                label = None
+            # digits only: int() alone reads "1_0" as 10 and accepts non-ASCII digits
+            label = int(label_text) if re.fullmatch(r"[+-]?[0-9]+", label_text) else None
+            if label is None:
                 problem = f"label {label_text!r} is not an integer ({expected})"
             if label is not None and (label < 0 or (class_num is not None and label >= class_num)):
                 bound = f"[0, {class_num})" if class_num is not None else "[0, ...)"

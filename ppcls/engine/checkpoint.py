@@ -178,10 +178,12 @@ def checkpoint_exists(prefix):
 
 def _load(path, what, data=None):
     """The one place checkpoint files are unpickled."""
-    import paddle
+    from ppcls.utils.safe_load import safe_load  # refuses pickles that would run code
 
     try:
-        return paddle.load(io.BytesIO(data) if data is not None else path)
+        return safe_load(path, data)
+    except CheckpointError:
+        raise
     except Exception as err:
         msg = " ".join(str(err).split()) or type(err).__name__
         raise CheckpointError(f"{path} is not a readable {what} file ({msg})") from None

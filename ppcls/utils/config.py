@@ -57,6 +57,11 @@ def load_config(path):
             cfg = yaml.load(f, Loader=_Loader)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path} is not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset "
+                          f"{err.start}); save the config as UTF-8") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read ({err.strerror or err})") from None
     if not isinstance(cfg, dict):
         raise ConfigError(f"{path}: expected a mapping of sections (Global, Arch, ...) at the top")
     return cfg

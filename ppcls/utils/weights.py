@@ -121,10 +121,12 @@ def read_state_dict(path):
             raise CheckpointError(f"{path} is not a readable .safetensors file: "
                                   f"{_one_line(err)}") from None
     else:
-        import paddle
+        from ppcls.utils.safe_load import safe_load  # refuses pickles that would run code
 
         try:
-            raw = paddle.load(path, return_numpy=True)
+            raw = safe_load(path, return_numpy=True)
+        except CheckpointError:
+            raise
         except Exception as err:
             raise CheckpointError(f"{path} is not a readable .pdparams file (paddle.load failed: "
                                   f"{_one_line(err)})") from None

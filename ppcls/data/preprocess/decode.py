@@ -24,12 +24,29 @@ set it to ``None`` to lift it).
 
 import io
 import os
+import re
 import warnings
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ppcls.utils.errors import DataError
+
+_BOMB_FILTER = ("ignore", None, Image.DecompressionBombWarning, re.compile(r"PIL\.Image"), 0)
+
+
+def _quiet_pil_bomb_warning():
+    """Our own size check (_check_size) names the limit; PIL's warning would only add noise.
+
+    One filter, added only when missing: a ``catch_warnings()`` per image resets Python's
+    once-per-place warning registry every time, so other warnings (Paddle's BatchNorm one ...)
+    would repeat every iteration.
+    """
+    if _BOMB_FILTER not in warnings.filters:
+        warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning, module=r"PIL\.Image")
+
+
+_quiet_pil_bomb_warning()  # at import, before any warning a run could show
 
 # Errors PIL (and the zlib / struct code under it) raise on damaged data.
 _BROKEN = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError,
@@ -105,10 +122,8 @@ def decode_image(src, name=None):
     if not data:
         _fail(name, "empty file (0 bytes)")
     try:
-        with warnings.catch_warnings():
-            # Our own size check below names the limit; PIL's warning would only add noise.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+        _quiet_pil_bomb_warning()
+        img = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as err:
         _fail(name, f"too large to decode safely ({err})")
     except UnidentifiedImageError:
