@@ -189,3 +189,29 @@ def test_progress_size_is_kept_and_the_crop_stays_at_size():
         create_operators([{"RandCropImage": {"size": 32, "progress_size": 300}}])
     with pytest.raises(ConfigError, match=r"key 'progress_size' expects a positive integer"):
         ops.RandCropImage(size=32, progress_size=[171, -1])
+
+
+# ---------------------------------------------------------------- the shipped recipes
+
+def test_recipes_are_in_upstream_form_under_both_names():
+    from conftest import ROOT
+    from ppcls.arch import MODELS
+
+    folder = os.path.join(ROOT, "ppcls", "configs", "ImageNet", "MobileNeXt")
+    recipes = {}
+    for name in ("MobileNeXt_100", "MobileNeXt_100_cooldown", "MobileNeXt_x0_35", "MobileNeXt_x0_5",
+                 "MobileNeXt_x0_75", "MobileNeXt_x1_0", "MobileNeXt_x1_4"):
+        with open(os.path.join(folder, name + ".yaml")) as f:
+            recipes[name] = yaml.safe_load(f)
+    with open(os.path.join(ROOT, "configs", "quickstart", "MobileNeXt_x1_0_digits.yaml")) as f:
+        quickstart = yaml.safe_load(f)
+    for name, cfg in [*recipes.items(), ("quickstart", quickstart)]:
+        for mode in ("Train", "Eval"):
+            names = [next(iter(op)) for op in cfg["DataLoader"][mode]["dataset"]["transform_ops"]]
+            assert "ToCHWImage" not in names, (name, mode)  # the dataset makes [C, H, W]
+        assert [next(iter(op)) for op in cfg["Infer"]["transforms"]][-1] == "ToCHWImage", name
+    base = recipes["MobileNeXt_100"]
+    for width in ("x0_35", "x0_5", "x0_75", "x1_0", "x1_4"):
+        cfg = recipes[f"MobileNeXt_{width}"]
+        assert cfg["Arch"]["name"] == f"MobileNeXt_{width}" and cfg["Arch"]["name"] in MODELS
+        assert {**cfg, "Arch": base["Arch"]} == base, width  # the same recipe, another width
