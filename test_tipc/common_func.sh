@@ -5,6 +5,10 @@
 # literal text that goes on the command line (`-o Global.epochs`), the value is what follows the
 # first colon. A value may list alternatives with `|` (`True|False`) or give one value per mode
 # (`lite_train_lite_infer=2|whole_train_whole_infer=200`). `null` means "leave it out".
+# Trailing whitespace on a line is ignored (PaddleClas's own files have some, e.g. after a
+# section header), as upstream's parser ignores it.
+
+shopt -s extglob
 
 # tipc_key LINE -> the part before the first ':'
 tipc_key() {
@@ -79,7 +83,7 @@ tipc_read_config() {
     [[ -f "${file}" ]] || tipc_die "TIPC config not found: ${file}"
     TIPC_LINES=("")
     while IFS= read -r line || [[ -n "${line}" ]]; do
-        line="${line%$'\r'}"
+        line="${line%%+([[:space:]])}"  # trailing blanks and a Windows '\r'
         TIPC_LINES+=("${line}")
         i=$((i + 1))
     done < "${file}"
@@ -95,7 +99,9 @@ tipc_get() {
     key="$(tipc_key "${line}")"
     # shellcheck disable=SC2053
     if [[ "${line}" != *:* || ( "${key}" != ${pattern} ) ]]; then
-        tipc_die "${TIPC_CONFIG}: line ${n} should be '${pattern}:...', found '${line}'"
+        local shown="${pattern#@(}"
+        [[ "${shown}" != "${pattern}" ]] && shown="${shown%)}"  # @(a|b) -> a|b
+        tipc_die "${TIPC_CONFIG}: line ${n} should be '${shown}:...', found '${line}'"
     fi
     printf -v "${var}" '%s' "$(tipc_value "${line}")"
     if [[ -n "${keyvar}" ]]; then
@@ -118,6 +124,65 @@ tipc_has_gpu() {
     count="$("${python}" -c 'import paddle
 print(paddle.device.cuda.device_count() if paddle.is_compiled_with_cuda() else 0)' 2>/dev/null | tail -n 1)"
     [[ "${count}" =~ ^[0-9]+$ && "${count}" -gt 0 ]]
+}
+
+# tipc_python NAME -> the interpreter to run: NAME when it runs and finds paddle, else the
+# current one (`python`, then `python3`), with a note on stderr (PaddleClas's files name
+# `python3.7`; a pyenv shim for a version that is not installed exists but does not run).
+tipc_python() {
+    local wanted="$1" candidate
+    for candidate in "${wanted}" python python3; do
+        if "${candidate}" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("paddle") is None)' \
+                > /dev/null 2>&1; then
+            if [[ "${candidate}" != "${wanted}" ]]; then
+                echo "Note: '${wanted}' (line 3 of the TIPC config) does not run or has no paddle here; using '${candidate}' ($(command -v "${candidate}"))" >&2
+            fi
+            printf '%s' "${candidate}"
+            return 0
+        fi
+    done
+    tipc_die "no Python interpreter with paddle found ('${wanted}', python, python3)"
+}
+
+# Line 36 of a TIPC config names the whole_infer weights in one of three ways, as PaddleClas's
+# files do: `pretrained_model_path:PATH` (ours), `pretrained_model_url:URL` (upstream downloads
+# it; here the file name is used under ./pretrained_model/ and nothing is downloaded) or
+# `inference_dir:...` (upstream: a folder inside a downloaded archive; here the default path).
+TIPC_LINE36="@(pretrained_model_path|pretrained_model_url|inference_dir)"
+
+# tipc_weights_path KEY VALUE MODEL_NAME -> the weights path (without .pdparams) whole_infer exports.
+tipc_weights_path() {
+    local key="$1" value="$2" model="$3" default="./pretrained_model/${3}_pretrained"
+    if [[ -z "${value}" || "${value}" == "null" ]]; then
+        printf '%s' "${default}"
+        return
+    fi
+    case "${key}" in
+        pretrained_model_path) printf '%s' "${value%.pdparams}" ;;
+        pretrained_model_url)
+            local base="${value##*/}"
+            base="${base%%\?*}"
+            base="${base%.pdparams}"
+            if [[ -z "${base}" || "${base}" == *.tar || "${base}" == *.tgz || "${base}" == *.zip ]]; then
+                printf '%s' "${default}"
+            else
+                printf './pretrained_model/%s' "${base}"
+            fi
+            ;;
+        *) printf '%s' "${default}" ;;
+    esac
+}
+
+# tipc_device VALUE HAS_GPU -> VALUE, or cpu (with a note on stderr) when VALUE asks for a GPU
+# and there is none.
+tipc_device() {
+    local value="$1" has_gpu="$2"
+    if [[ "${value}" == "gpu" && "${has_gpu}" -eq 0 ]]; then
+        echo "Note: Global.device is 'gpu' in the TIPC config but no GPU is visible; running on the CPU" >&2
+        printf 'cpu'
+    else
+        printf '%s' "${value}"
+    fi
 }
 
 TIPC_MODES="lite_train_lite_infer lite_train_whole_infer whole_train_whole_infer whole_infer"

@@ -8,9 +8,12 @@
 #     classes, labels 0-9), upscaled to ImageNet-like 256x256 RGB JPEGs; a small subset.
 # whole_train_whole_infer: the same from all 1,797 digits, unless dataset/ILSVRC2012/ already
 #     holds a data set that prepare.sh did not make (the real ImageNet): that one is used as is.
-# whole_infer: the lite data set, plus the weights named by `pretrained_model_path` in CONFIG,
-#     made by a short local training run when that file does not exist yet (an existing file,
-#     e.g. converted official weights, is kept).
+# whole_infer: the lite data set, plus the weights named by line 36 of CONFIG
+#     (`pretrained_model_path`; for `pretrained_model_url` the URL's file name under
+#     ./pretrained_model/, never downloaded; for `inference_dir`
+#     ./pretrained_model/<model_name>_pretrained), made by a short local training run when that
+#     file does not exist yet (an existing file, e.g. converted official weights, is kept).
+# Whatever download lines a PaddleClas config implies, nothing is downloaded.
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -24,13 +27,15 @@ tipc_open "$1" "$2"
 tipc_header 1 train_params
 tipc_get model_name 2 model_name
 tipc_get python 3 python
+python="$(tipc_python "${python}")" || exit 2
 tipc_get device_value 5 "*Global.device" device_key
 tipc_get output_value 8 "*output_dir" output_key
 tipc_get batch_value 9 "*batch_size" batch_key
 tipc_get epoch_value 7 "*epochs" epoch_key
 tipc_get train_param_value1 13 "*" train_param_key1
 tipc_get norm_train 16 norm_train
-tipc_get pretrained_model_path 36 pretrained_model_path
+tipc_get line36_value 36 "${TIPC_LINE36}" line36_key
+pretrained_model_path="$(tipc_weights_path "${line36_key}" "${line36_value}" "${model_name}")"
 
 DATA_DIR="dataset/ILSVRC2012"
 MARKER=".tipc_digits"
@@ -65,8 +70,11 @@ case "${MODE}" in
             echo "${weights} exists: kept (it is what whole_infer exports)."
             exit 0
         fi
+        if [[ "${line36_key}" == "pretrained_model_url" && "${line36_value}" != "null" ]]; then
+            echo "Note: nothing is downloaded; to use the published weights put ${line36_value} at ${weights}"
+        fi
         # a short local training run on the lite set stands in for the published weights
-        if tipc_has_gpu "${python}"; then device="${device_value}"; else device="cpu"; fi
+        if tipc_has_gpu "${python}"; then device="${device_value}"; else device="$(tipc_device "${device_value}" 0)"; fi
         mkdir -p "${ROOT}/test_tipc/output"
         work_dir="$(mktemp -d "${ROOT}/test_tipc/output/weights_run.XXXXXX")"
         # the lite_train_lite_infer schedule

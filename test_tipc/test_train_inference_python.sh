@@ -9,7 +9,12 @@
 # `Run failed with command - MODEL - CMD!` to test_tipc/output/MODEL/MODE/results_python.log
 # ($TIPC_OUTPUT/MODEL/MODE/ when the environment variable TIPC_OUTPUT names another folder);
 # each step's own output goes to a log beside it (named in CMD). Exit code: 0 when every step
-# succeeded, 1 when any failed, 2 for a usage or config error.
+# succeeded, 1 when any failed, 2 for a usage or config error. TIPC_DRY_RUN=1 checks the config
+# and lists the steps (each recorded as successful) without running them.
+# PaddleClas's own txt files run unchanged: trailing blanks are ignored, line 36 may be
+# pretrained_model_path / pretrained_model_url / inference_dir, `python:python3.7` falls back to
+# the current python and `Global.device:gpu` to the CPU when there is no such interpreter or GPU
+# (each with a note), `gpu_list` entries run on the CPU without a GPU.
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -25,6 +30,7 @@ tipc_open "$1" "$2"
 tipc_header 1 train_params
 tipc_get model_name 2 model_name
 tipc_get python 3 python
+python="$(tipc_python "${python}")" || exit 2
 tipc_get gpu_list 4 gpu_list
 tipc_get device_value 5 "*Global.device" device_key
 tipc_get autocast_list 6 "*auto_cast" autocast_key
@@ -51,7 +57,8 @@ tipc_header 27 infer_params
 tipc_get save_infer_value 28 "*save_inference_dir" save_infer_key
 tipc_get export_weight_value 29 "*pretrained_model" export_weight_key
 tipc_get norm_export 30 norm_export
-tipc_get pretrained_model_path 36 pretrained_model_path
+tipc_get line36_value 36 "${TIPC_LINE36}" line36_key
+pretrained_model_path="$(tipc_weights_path "${line36_key}" "${line36_value}" "${model_name}")"
 tipc_get infer_model 37 infer_model
 tipc_get infer_export 38 infer_export
 tipc_get infer_quant 39 infer_quant
@@ -89,6 +96,8 @@ if tipc_has_gpu "${python}"; then
 else
     HAS_GPU=0
 fi
+# Global.device:gpu on a machine without a GPU: the CPU, with a note (once)
+device_value="$(tipc_device "${device_value}" "${HAS_GPU}")"
 
 # root-relative path -> the same path seen from deploy/ (predict_cls.py runs there, as upstream)
 from_deploy() {
@@ -109,9 +118,13 @@ join_params() {
 
 # run_step LOG COMMAND...: run COMMAND with its output in LOG and record the result line.
 run_step() {
-    local log="$1" cmd="$2"
-    eval "${cmd} > \"${log}\" 2>&1"
-    local code=$?
+    local log="$1" cmd="$2" code=0
+    if [[ "${TIPC_DRY_RUN:-0}" == "1" ]]; then
+        : > "${log}"  # TIPC_DRY_RUN=1: parse the config and print the steps, run nothing
+    else
+        eval "${cmd} > \"${log}\" 2>&1"
+        code=$?
+    fi
     tipc_status "${code}" "${cmd} > ${log} 2>&1" "${model_name}" "${RESULTS}"
     if [[ "${code}" -ne 0 ]]; then
         echo "  last lines of ${log}:"
@@ -218,6 +231,9 @@ else
     IFS='|' read -r -a autocasts <<< "${autocast_list}"
     for gpu in "${gpus[@]}"; do
         device="$(device_for "${gpu}")"
+        if [[ "${gpu}" != "-1" && "${HAS_GPU}" -eq 0 ]]; then
+            echo "Note: no GPU visible: gpu_list entry '${gpu}' runs on the CPU"
+        fi
         IFS=',' read -r -a gpu_ids <<< "${gpu}"
         nproc="${#gpu_ids[@]}"
         env_prefix=""

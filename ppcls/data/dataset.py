@@ -8,6 +8,13 @@ lines are bad). Images are decoded lazily; one that cannot be decoded is a ``Dat
 the image and its line (inside the loader it travels to the main process as a ``BadSample``,
 where it is raised, or, with ``skip_bad_images``, dropped and counted).
 
+Layout: as in PaddleClas, ``transform_ops`` leave an image ``[H, W, C]`` and the dataset makes it
+``[C, H, W]`` (so upstream Train/Eval lists have no ``ToCHWImage``). A list that already turns
+the image channel-first (a ``ToCHWImage`` op, or ``DecodeImage`` with ``channel_first: True``)
+is used as it is: the dataset does not transpose a second time. The decision is made once per
+list from its ops (each op says whether it leaves the image channel-first), not per image from
+its shape, so a 3x3 image or a 3-channel-wide one cannot be mistaken.
+
 Indexing: ``dataset[i]`` or ``dataset[(i, epoch)]`` (what ``ppcls.data.sampler`` yields). The
 random ops of ``transform_ops`` draw from a generator seeded with (seed, epoch, i), so a
 sample's augmentation does not depend on which worker process makes it, nor on what came before.
@@ -23,6 +30,7 @@ from ppcls.utils.errors import DataError
 from ppcls.utils.registry import Registry
 
 from .preprocess import ImageDecodeError, create_operators, transform
+from .preprocess.ops import ToCHWImage
 
 DATASETS = Registry("dataset", listing="known")
 
@@ -107,6 +115,21 @@ def read_list_file(list_path, image_root, delimiter=None, class_num=None, class_
     return images, labels, line_nos
 
 
+def chw_step(ops):
+    """The [H, W, C] -> [C, H, W] step the dataset adds after ``ops``, or None when the ops
+    already leave the image channel-first, or there are no ops. An op that fixes the layout of
+    its output says so with ``chw_output`` (``ToCHWImage``: True; ``DecodeImage``: True only
+    with ``channel_first``); ops without it keep the layout they get. The last one decides."""
+    if not ops:
+        return None
+    chw = False
+    for op in ops:
+        layout = getattr(op, "chw_output", None)
+        if layout is not None:
+            chw = bool(layout)
+    return None if chw else ToCHWImage()
+
+
 @DATASETS.register
 class ImageNetDataset(paddle.io.Dataset):
     """Config keys: ``image_root``, ``cls_label_path``, ``transform_ops``, ``delimiter``
@@ -119,6 +142,7 @@ class ImageNetDataset(paddle.io.Dataset):
         self.image_root = image_root
         self.cls_label_path = cls_label_path
         self.ops = create_operators(transform_ops, where=f"{where}.transform_ops")
+        self.to_chw = chw_step(self.ops)
         self.images, self.labels, self.line_nos = read_list_file(
             cls_label_path, image_root, delimiter, class_num, class_num_key)
         self.seed = seed
@@ -140,6 +164,8 @@ class ImageNetDataset(paddle.io.Dataset):
         rng = sample_rng(self.seed, epoch, index)
         try:
             img = transform(self.images[index], self.ops, rng)
+            if self.to_chw is not None:
+                img = self.to_chw(img)
         except DataError as err:
             reason = f"cannot decode image: {err.reason}" if isinstance(err, ImageDecodeError) else str(err)
             raise DataError(f"{self.describe(index)}: {reason}") from None

@@ -61,7 +61,10 @@ def deploy_transforms(cfg):
     if ops:
         if not isinstance(ops, list):
             raise ConfigError(f"Infer.transforms: expected a list of ops, got {ops!r}")
-        return [copy.deepcopy(op) for op in ops if _op_name(op) not in _SKIPPED_OPS]
+        out = [copy.deepcopy(op) for op in ops if _op_name(op) not in _SKIPPED_OPS]
+        if not infer.get("transforms") and "ToCHWImage" not in map(_op_name, out):
+            out.append({"ToCHWImage": None})  # the dataset's own last step (ppcls.data.dataset)
+        return out
     _, height, _ = image_shape(cfg)
     return [{"ResizeImage": {"resize_short": int(round(height / 0.875))}},
             {"CropImage": {"size": height}},

@@ -6,10 +6,14 @@ as input too. Random ops draw only from ``rng`` (a ``numpy.random.Generator``, o
 ``random()``, ``uniform(a, b)`` and ``permutation(n)``), so the dataset can make augmentation a
 function of (seed, epoch, sample index); without ``rng`` they use numpy's global generator.
 
-Sizes given as a pair are ``[width, height]``, as in PaddleClas. Resizing is PIL's
-(``backend: pil``, our default) or OpenCV's (``backend: cv2``, only when ``cv2`` is importable:
-``pip install opencv-python-headless``). PaddleClas defaults to cv2; here OpenCV is optional,
-so an op without a ``backend`` key resizes with PIL.
+Sizes given as a pair are ``[width, height]``, as in PaddleClas. Decoding and resizing are
+PIL's (``backend: pil``, our default) or OpenCV's (``backend: cv2``, only when ``cv2`` is
+importable: ``pip install opencv-python-headless``). PaddleClas defaults to cv2; here OpenCV is
+optional, so an op without a ``backend`` key decodes and resizes with PIL.
+
+The image stays ``[H, W, C]`` through a dataset's list: as in PaddleClas, the dataset makes it
+``[C, H, W]`` after the last op unless an op already did (``ToCHWImage``; see
+``ppcls.data.dataset.chw_step``, which reads each op's ``chw_output``).
 """
 
 import math
@@ -17,10 +21,11 @@ import math
 import numpy as np
 from PIL import Image
 
+from ppcls.utils import logger
 from ppcls.utils.errors import ConfigError, DataError
 from ppcls.utils.registry import Registry
 
-from .decode import _to_rgb, decode_image
+from .decode import _BROKEN, _check_size, _fail, _read, _to_rgb, decode_image
 
 OPS = Registry("transform op", noun="op", listing="known ops")
 
@@ -105,15 +110,58 @@ def _import_cv2():
     return cv2
 
 
+def _check_bool(key, value):
+    if not isinstance(value, bool):
+        raise ConfigError(f"key '{key}' expects true/false, got {value!r}")
+
+
+def _check_backend(backend):
+    """'pil' or 'cv2' (any case, as PaddleClas lowercases it); cv2 only with OpenCV installed."""
+    name = backend.lower() if isinstance(backend, str) else backend
+    if name not in ("pil", "cv2"):
+        raise ConfigError(f"key 'backend' expects 'pil' or 'cv2', got {backend!r}")
+    if name == "cv2" and _import_cv2() is None:
+        raise ConfigError("key 'backend' is 'cv2' but OpenCV is not installed "
+                          "(pip install opencv-python-headless), or use backend: pil")
+    return name
+
+
+def decode_image_cv2(src, name=None):
+    """Decode ``src`` (a path or the bytes of an image file) with OpenCV, as PaddleClas's
+    ``backend: cv2`` does (``cv2.imdecode`` in colour mode: EXIF orientation applied, alpha
+    dropped, 16-bit scaled to 8-bit). Returns ``[H, W, 3]`` ``uint8`` in OpenCV's BGR order.
+    Errors are ``decode_image``'s: a ``DataError`` naming the file, and images over PIL's
+    decompression-bomb limit are refused before OpenCV allocates them."""
+    import io
+
+    cv2 = _import_cv2()
+    if name is None:
+        name = "<bytes>" if isinstance(src, (bytes, bytearray, memoryview)) else str(src)
+    data = _read(src, name)
+    if not data:
+        _fail(name, "empty file (0 bytes)")
+    try:  # the header alone gives the size; a format PIL does not know is left to OpenCV
+        header = Image.open(io.BytesIO(data))
+    except Exception:  # noqa: BLE001 (any failure here only means "no size check")
+        header = None
+    if header is not None:
+        _check_size(header, name)
+    try:
+        arr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    except (cv2.error, *_BROKEN) as err:
+        _fail(name, f"truncated or corrupt image data (OpenCV: {str(err).strip() or type(err).__name__})")
+    if arr is None or arr.ndim != 3 or arr.shape[2] != 3 or arr.size == 0:
+        _fail(name, f"not an image OpenCV can decode (no image in its {len(data):,} bytes, or corrupt data)")
+    return arr
+
+
 class _Resizer:
     """Resize (optionally a ``box`` of) an image with the configured backend and interpolation."""
 
-    def __init__(self, interpolation, backend):
-        if backend not in ("pil", "cv2"):
-            raise ConfigError(f"key 'backend' expects 'pil' or 'cv2', got {backend!r}")
-        if backend == "cv2" and _import_cv2() is None:
-            raise ConfigError("key 'backend' is 'cv2' but OpenCV is not installed "
-                              "(pip install opencv-python-headless), or use backend: pil")
+    def __init__(self, interpolation, backend, return_numpy=True):
+        backend = _check_backend(backend)
+        _check_bool("return_numpy", return_numpy)
+        self.return_numpy = return_numpy
         known = tuple(_PIL_METHODS) if backend == "pil" else _CV2_METHODS
         interpolation = "bilinear" if interpolation is None else interpolation
         if interpolation != "random" and interpolation not in known:
@@ -128,8 +176,10 @@ class _Resizer:
         if method == "random":
             method = _RANDOM_CHOICES[int(_rng(rng).random() * len(_RANDOM_CHOICES))]
         if self.backend == "pil":
-            img = Image.fromarray(arr)
-            return np.asarray(img.resize(size, _PIL_METHODS[method], box=box))
+            img = arr if isinstance(arr, Image.Image) else Image.fromarray(arr)
+            out = img.resize(size, _PIL_METHODS[method], box=box)
+            return np.asarray(out) if self.return_numpy else out
+        arr = _as_array(arr)
         cv2 = _import_cv2()
         if box is not None:
             left, top, right, bottom = box
@@ -143,35 +193,66 @@ class _Resizer:
 @OPS.register
 class DecodeImage:
     """File path or bytes -> ``[H, W, 3]`` ``uint8`` RGB (``to_rgb: False`` gives BGR, the channel
-    order OpenCV-based pipelines expect); ``channel_first: True`` gives ``[3, H, W]``."""
+    order OpenCV-based pipelines expect); ``channel_first: True`` gives ``[3, H, W]``.
 
-    def __init__(self, to_rgb=True, channel_first=False):
-        for key, value in (("to_rgb", to_rgb), ("channel_first", channel_first)):
-            if not isinstance(value, bool):
-                raise ConfigError(f"key '{key}' expects true/false, got {value!r}")
+    ``backend``: ``pil`` (default here: ``decode_image``, which also composites transparency on
+    white and handles 16-bit and palette images) or ``cv2`` (OpenCV's ``imdecode``, PaddleClas's
+    default; needs OpenCV). Both give the same RGB pixels for ordinary 8-bit images.
+    ``to_np: False`` hands the next op the image as the backend decodes it: a PIL RGB image with
+    ``pil`` (the next ops take PIL images), OpenCV's BGR array with ``cv2``; ``to_rgb`` and
+    ``channel_first`` apply only with ``to_np: True``, as in PaddleClas."""
+
+    def __init__(self, to_rgb=True, channel_first=False, to_np=True, backend="pil"):
+        for key, value in (("to_rgb", to_rgb), ("channel_first", channel_first), ("to_np", to_np)):
+            _check_bool(key, value)
+        self.backend = _check_backend(backend)
         self.to_rgb = to_rgb
         self.channel_first = channel_first
+        self.to_np = to_np
+        # the layout this op leaves (read by the dataset, which makes [C, H, W] after the list)
+        self.chw_output = channel_first and to_np
+        if not to_np and (channel_first or not to_rgb or self.backend == "cv2"):
+            ignored = [f"{k}: {v}" for k, v in (("to_rgb", to_rgb), ("channel_first", channel_first))
+                       if v != (k == "to_rgb")]
+            what = "a PIL RGB image" if self.backend == "pil" else "OpenCV's BGR [H, W, 3] array"
+            logger.warning(f"DecodeImage with to_np: False gives {what}"
+                           + (f"; {', '.join(ignored)} is ignored" if ignored else "")
+                           + " (to_rgb and channel_first apply only with to_np: True, as in PaddleClas)")
 
     def __call__(self, src, rng=None):
-        if isinstance(src, np.ndarray):
+        if isinstance(src, Image.Image):
+            img = _to_rgb(src)
+            if not self.to_np:
+                return img
+            arr = np.asarray(img)
+        elif isinstance(src, np.ndarray):
+            if not self.to_np:
+                return src
             arr = src
-        elif isinstance(src, Image.Image):
-            arr = np.array(_to_rgb(src))
+        elif self.backend == "cv2":
+            bgr = decode_image_cv2(src)
+            if not self.to_np:
+                return bgr
+            arr = bgr[:, :, ::-1]
         else:
             arr = decode_image(src)
+            if not self.to_np:
+                return Image.fromarray(arr)
         if not self.to_rgb:
-            arr = np.ascontiguousarray(arr[:, :, ::-1])
+            arr = arr[:, :, ::-1]
         if self.channel_first:
-            arr = np.ascontiguousarray(arr.transpose(2, 0, 1))
-        return arr
+            arr = arr.transpose(2, 0, 1)
+        return np.ascontiguousarray(arr)
 
 
 @OPS.register
 class ResizeImage:
     """Resize to ``size`` ([w, h] or a square), or so the short side is ``resize_short``
-    (the long side scaled by the same factor and rounded, as PaddleClas does)."""
+    (the long side scaled by the same factor and rounded, as PaddleClas does).
+    ``return_numpy: False`` (``backend: pil`` only, as in PaddleClas) gives a PIL image."""
 
-    def __init__(self, size=None, resize_short=None, interpolation=None, backend="pil"):
+    def __init__(self, size=None, resize_short=None, interpolation=None, backend="pil",
+                 return_numpy=True):
         if (size is None) == (resize_short is None):
             raise ConfigError("give exactly one of the keys 'size' and 'resize_short'")
         self.size = _pair(size, "size") if size is not None else None
@@ -179,7 +260,7 @@ class ResizeImage:
                                          or resize_short <= 0):
             raise ConfigError(f"key 'resize_short' expects a positive integer, got {resize_short!r}")
         self.resize_short = resize_short
-        self.resizer = _Resizer(interpolation, backend)
+        self.resizer = _Resizer(interpolation, backend, return_numpy)
 
     def target_size(self, h, w):
         if self.size is not None:
@@ -188,6 +269,10 @@ class ResizeImage:
         return max(1, int(round(w * percent))), max(1, int(round(h * percent)))
 
     def __call__(self, img, rng=None):
+        if isinstance(img, Image.Image) and self.resizer.backend == "pil":
+            w, h = img.size  # resized as it is: no round trip through numpy
+            return self.resizer(_to_rgb(img) if img.mode not in ("RGB", "L") else img,
+                                self.target_size(h, w), rng)
         arr = _as_array(img)
         h, w = _hw(arr)
         return self.resizer(arr, self.target_size(h, w), rng)
@@ -217,11 +302,21 @@ class RandCropImage:
     aspect ratio (w/h) in ``ratio`` (uniform, or log-uniform with ``use_log_aspect``), at a
     random place, resized to ``size``. Up to ten tries for a box that fits; else the largest
     centred box whose ratio is in range. ``interpolation: random`` picks bilinear or bicubic
-    per call."""
+    per call.
+
+    ``progress_size`` (a list of sizes, one per stage) is what PaddleClas's progressive training
+    (EfficientNetV2) sets ``size`` from, stage by stage; the op itself, there as here, always
+    crops to ``size``. It is checked and kept as ``self.progress_size``."""
 
     def __init__(self, size, scale=None, ratio=None, interpolation=None, use_log_aspect=False,
-                 backend="pil"):
+                 backend="pil", progress_size=None):
         self.size = _pair(size, "size")
+        if progress_size is not None:
+            if not isinstance(progress_size, (list, tuple)) or not progress_size:
+                raise ConfigError(f"key 'progress_size' expects a list of sizes (one per training "
+                                  f"stage), got {progress_size!r}")
+            progress_size = [_pair(v, "progress_size") for v in progress_size]
+        self.progress_size = progress_size
         self.scale = _range([0.08, 1.0] if scale is None else scale, "scale", positive=True)
         self.ratio = _range([3.0 / 4.0, 4.0 / 3.0] if ratio is None else ratio, "ratio", positive=True)
         if not isinstance(use_log_aspect, bool):
@@ -368,6 +463,8 @@ class NormalizeImage:
 @OPS.register
 class ToCHWImage:
     """[H, W, C] -> [C, H, W] (a grayscale [H, W] array becomes [1, H, W])."""
+
+    chw_output = True  # the dataset does not transpose after a list that has this op
 
     def __init__(self):
         pass
