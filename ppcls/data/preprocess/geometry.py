@@ -99,8 +99,9 @@ class Pad:
 class RandomRotation:
     """With probability ``prob`` (0.5), rotate by an angle uniform in [-degrees, degrees] (or
     [min, max] when ``degrees`` is a pair), counter-clockwise for positive angles, with
-    paddle.vision's ``rotate`` (``interpolation`` nearest, ``expand`` False, ``center`` None =
-    the image centre, ``fill`` 0)."""
+    paddle.vision's RandomRotation keys (``interpolation`` nearest, ``expand`` False, ``center``
+    None = the image centre, ``fill`` 0). PIL's ``Image.rotate`` does the work, as in
+    paddle.vision for PIL images, so the data workers never import paddle."""
 
     def __init__(self, degrees, prob=0.5, interpolation="nearest", expand=False, center=None, fill=0):
         if isinstance(degrees, (int, float)) and not isinstance(degrees, bool):
@@ -127,15 +128,15 @@ class RandomRotation:
         return float(_rng(rng).uniform(*self.degrees))
 
     def __call__(self, img, rng=None):
-        from paddle.vision.transforms import functional as F
-
         rng = _rng(rng)
         arr = _as_array(img)
         if rng.random() >= self.prob:
             return arr
         angle = self.angle(rng)
-        out = F.rotate(Image.fromarray(arr), angle, interpolation=self.interpolation, expand=self.expand,
-                       center=self.center, fill=self.fill)
+        fill = tuple(self.fill) if isinstance(self.fill, (list, tuple)) else self.fill
+        center = None if self.center is None else tuple(self.center)
+        out = Image.fromarray(arr).rotate(angle, PIL_INTERP[self.interpolation], expand=self.expand,
+                                          center=center, fillcolor=fill)
         return np.asarray(out)
 
 
