@@ -1,6 +1,7 @@
 """Augmentation ops (issue 11): what each op does, measured on small arrays, its determinism
 under the sample generator, and that PaddleClas's own YAML entries build unchanged."""
 
+import gc
 import math
 from pathlib import Path
 
@@ -19,6 +20,15 @@ if not UPSTREAM.exists():
     UPSTREAM = Path("/work/shared/fixtures/paddleclas/upstream")
 RECIPES = ["DeiT_tiny_patch16_224", "EfficientNetB0", "MobileNetV3_large_x1_0", "ResNet50_Mixup",
            "ResNet50_RandAugment"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _collect_garbage_before_later_tests():
+    """Free this module's many temporary images in this process, before later tests fork loader
+    workers (a worker that inherits a large uncollected heap and collects it after the fork
+    was seen to hang in the suite)."""
+    yield
+    gc.collect()
 
 
 def rng(seed=0):
