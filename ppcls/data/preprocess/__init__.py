@@ -41,3 +41,10 @@ def transform(data, ops, rng=None):
     for op in ops:
         data = op(data, rng=rng)
     return data
+
+# Augmentation ops: importing the modules registers them in OPS.
+from . import autoaugment  # noqa: E402,F401  AutoAugment, TimmAutoAugment
+from . import randaugment  # noqa: E402,F401  RandAugment, RandAugmentV2, RandAugmentV3
+from . import erasing  # noqa: E402,F401  RandomErasing
+from . import masks  # noqa: E402,F401  Cutout, GridMask, HideAndSeek
+from . import geometry  # noqa: E402,F401  CropImageAtRatio, RandCropImageV2, Pad, RandomRotation, PCALighting
