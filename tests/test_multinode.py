@@ -101,7 +101,7 @@ class _Job:
 
 
 def _params(prefix):
-    from ppcls.utils.save_load import load_checkpoint
+    from ppcls.engine.checkpoint import load_checkpoint
 
     return {k: v.numpy() for k, v in load_checkpoint(prefix)["pdparams"].items()}
 

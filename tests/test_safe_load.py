@@ -152,7 +152,7 @@ def test_other_tricks_are_refused(tmp_path):
 def test_checkpoint_pdstates_is_safe_before_the_hash_check(tmp_path):
     """``.pdstates`` holds the hashes, so it is read first: a crafted one must not run either."""
     from ppcls.utils.errors import CheckpointError
-    from ppcls.utils.save_load import load_checkpoint, save_checkpoint
+    from ppcls.engine.checkpoint import load_checkpoint, save_checkpoint
 
     prefix = str(tmp_path / "latest")
     save_checkpoint([prefix], {"w": np.ones(2, np.float32)}, {"m": np.zeros(2, np.float32)},
