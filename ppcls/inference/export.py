@@ -38,7 +38,7 @@ ONNX_OPSET = 11
 _SKIPPED_OPS = ("DecodeImage",)  # deployment decodes the file itself
 # files an export may hold besides those its inference.yml names (older exports had no Files)
 EXPORT_FILES = ("inference.json", "inference.pdiparams", "inference.pdmodel", "inference.onnx",
-                "inference.pdiparams.info", INFERENCE_YML)
+                "inference.pdiparams.info", INFERENCE_YML, "quant_post_static_model")
 
 
 def image_shape(cfg):
@@ -191,7 +191,11 @@ def export_tmp_dir(out_dir):
     """A temporary sibling folder of ``out_dir`` (same file system, so the swap is a rename)."""
     parent = os.path.dirname(os.path.abspath(out_dir))
     os.makedirs(parent, exist_ok=True)
-    return tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out_dir))}.tmp", dir=parent)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out_dir))}.tmp", dir=parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # a folder as os.makedirs makes it, not mkdtemp's 0700
+    return tmp
 
 
 def _paddle2onnx_missing():
