@@ -173,6 +173,31 @@ def cpu_flags():
     return "cpu flags: " + ", ".join(f"{w} {'yes' if w in flags else 'no'}" for w in wanted)
 
 
+def paired_worker(args):
+    """fp32 and INT8 ONNX Runtime sessions in one process, called alternately: the ratio of each
+    pair of calls is measured under the same momentary load (this machine is shared)."""
+    import numpy as np
+
+    from ppcls.inference.predictor import OnnxPredictor
+
+    fp32 = OnnxPredictor(args.model_dir, cpu_num_threads=args.threads)
+    int8 = OnnxPredictor(args.input, cpu_num_threads=args.threads)
+    batch = np.random.default_rng(1).standard_normal((args.batch, 3, 224, 224)).astype("float32")
+    for _ in range(5):
+        fp32.run(batch)
+        int8.run(batch)
+    t32, t8 = [], []
+    for _ in range(args.iters):
+        for predictor, times in ((fp32, t32), (int8, t8)):
+            start = time.perf_counter()
+            predictor.run(batch)
+            times.append(time.perf_counter() - start)
+    t32, t8 = np.asarray(t32), np.asarray(t8)
+    print(json.dumps({"fp32_ms": 1000 * float(np.median(t32)), "int8_ms": 1000 * float(np.median(t8)),
+                      "ratio": float(np.median(t8 / t32)),
+                      "ratio_p25_p75": [float(np.percentile(t8 / t32, 25)), float(np.percentile(t8 / t32, 75))]}))
+
+
 def worker(args):
     import numpy as np
 
@@ -205,6 +230,8 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--input", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.worker == "paired":
+        return paired_worker(args)
     if args.worker:
         return worker(args)
 
@@ -253,6 +280,18 @@ def main(argv=None):
             print_table(["back-end (time x ONNX Runtime's)", "1 thread, ms", "2 threads, ms",
                          f"batch 16, {all_threads} threads, img/s", "max |out - dygraph| / max |dygraph|"], rows)
             if f"{name}/int8" in dirs:
+                print("\n## INT8 / fp32 on ONNX Runtime, paired (alternate calls in one process; "
+                      "median of per-pair ratios, interquartile range)")
+                rows = []
+                for batch, threads in ((1, 1), (1, 2), (16, all_threads)):
+                    out = run_worker(HERE, ["--worker", "paired", "--model-dir", dirs[name],
+                                            "--input", dirs[f"{name}/int8"], "--threads", str(threads),
+                                            "--batch", str(batch),
+                                            "--iters", str(args.iters * 2 if batch == 1 else max(10, args.iters // 2))])
+                    rows.append([f"batch {batch}, {threads} thread(s)", f"{out['fp32_ms']:.1f}",
+                                 f"{out['int8_ms']:.1f}", f"{out['ratio']:.2f}x "
+                                 f"({out['ratio_p25_p75'][0]:.2f}-{out['ratio_p25_p75'][1]:.2f})"])
+                print_table(["case", "fp32 ms", "int8 ms", "int8 time / fp32 time"], rows)
                 fp32, int8 = top1_on_images(dirs[name]), top1_on_images(dirs[f"{name}/int8"])
                 same = sum(fp32[k] == int8[k] for k in fp32)
                 print(f"\nINT8 vs fp32 top-1 on deploy/images: {same}/{len(fp32)} the same "
