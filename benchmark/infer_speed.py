@@ -1,4 +1,4 @@
-"""CPU inference speed of the exported model: Paddle Inference, ONNX Runtime, the default.
+"""CPU inference speed of the exported model: Paddle Inference, ONNX Runtime, the default, INT8.
 
     python benchmark/infer_speed.py                    # MobileNeXt-1.0 and MobileNetV2, 3 repeats
     python benchmark/infer_speed.py --repeats 5 --iters 100
@@ -6,7 +6,9 @@
 Exports (into a temporary folder) MobileNeXt_x1_0 with the official fixture weights when
 ../shared/fixtures is there (random weights otherwise) and paddle.vision's MobileNetV2,
 both as ``tools/export_model.py`` writes them (logits, no softmax, so outputs compare at
-their own scale), plus ``inference.onnx`` by paddle2onnx. Then, for each model and back-end,
+their own scale), plus ``inference.onnx`` by paddle2onnx, and MobileNeXt's INT8 model as
+``deploy/slim/quant_post_static.py`` writes it (calibrated on crops of deploy/images and
+scikit-learn's two photographs). Then, for each model and back-end,
 in its own process, back-ends taking turns over the repeats:
 
   latency     batch 1, median ms over --iters runs, with 1 and with 2 threads
@@ -18,10 +20,12 @@ Back-ends:
   paddle-onednn   Paddle Inference, oneDNN on (ppcls.inference.predictor.paddle_config)
   paddle-native   Paddle Inference, oneDNN off
   onnxruntime     ONNX Runtime, CPU execution provider
+  ort-int8        the INT8 model on ONNX Runtime (MobileNeXt only)
 
 Printed: medians, each back-end's time relative to ONNX Runtime's on the same model (so
 lower is faster, for throughput too), and the largest difference of each back-end's output
-from the dygraph model's on a fixed input, relative to the largest output.
+from the dygraph model's on a fixed input, relative to the largest output (for INT8, its
+top-1 on deploy/images against fp32's is printed instead).
 """
 
 import argparse
@@ -37,7 +41,8 @@ HERE = os.path.abspath(__file__)
 ROOT = os.path.dirname(os.path.dirname(HERE))
 FIXTURE = os.path.join(ROOT, "..", "shared", "fixtures", "mobilenext_official_w1_0.npz")
 DEPLOY_CONFIG = os.path.join(ROOT, "deploy", "configs", "inference_cls.yaml")
-BACKENDS = ("default", "paddle-onednn", "paddle-native", "onnxruntime")
+BACKENDS = ("default", "paddle-onednn", "paddle-native", "onnxruntime", "ort-int8")
+IMAGES = os.path.join(ROOT, "deploy", "images")
 
 
 def export_models(out):
@@ -62,9 +67,9 @@ def export_models(out):
         weights = os.path.join(out, "official_w1_0.pdparams")
         save_state_dict(state, weights)
         cfg["Global"]["pretrained_model"] = weights
-    export_model(cfg)
-    export_onnx(cfg["Global"]["save_inference_dir"])
+    export_model(cfg)  # with inference.onnx (the default when paddle2onnx is installed)
     dirs["MobileNeXt_x1_0"] = cfg["Global"]["save_inference_dir"]
+    dirs["MobileNeXt_x1_0/int8"] = quantize(cfg, out)
 
     from ppcls.inference.export import build_eval_model
 
@@ -89,6 +94,61 @@ def export_models(out):
     return dirs, x, reference
 
 
+def calibration_list(out, count=32):
+    """Crops and flips of deploy/images and scikit-learn's photographs, as a list file."""
+    import glob
+
+    import sklearn
+    from PIL import Image
+
+    sources = sorted(glob.glob(os.path.join(IMAGES, "*.jpg")))
+    sources += sorted(glob.glob(os.path.join(os.path.dirname(sklearn.__file__), "datasets", "images", "*.jpg")))
+    folder = os.path.join(out, "calib")
+    os.makedirs(folder, exist_ok=True)
+    rng = __import__("numpy").random.default_rng(0)
+    lines = []
+    for i in range(count):
+        img = Image.open(sources[i % len(sources)]).convert("RGB")
+        w, h = img.size
+        side = int(min(w, h) * rng.uniform(0.5, 1.0))
+        x, y = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
+        crop = img.crop((x, y, x + side, y + side))
+        if i % 2:
+            crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        crop.save(os.path.join(folder, f"{i:03d}.jpg"), quality=95)
+        lines.append(f"{i:03d}.jpg 0")
+    with open(os.path.join(folder, "list.txt"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return folder
+
+
+def quantize(cfg, out):
+    """The INT8 model of ``cfg``'s fp32 export, as deploy/slim/quant_post_static.py makes it."""
+    from ppcls.inference.quantize import quantize_export
+
+    calib = calibration_list(out)
+    qcfg = {"DataLoader": {"Train": {"dataset": {"image_root": calib,
+                                                 "cls_label_path": os.path.join(calib, "list.txt")}}}}
+    return quantize_export(cfg["Global"]["save_inference_dir"], os.path.join(out, "mobilenext_int8"),
+                           qcfg, {"calib_images": 32})
+
+
+def top1_on_images(model_dir):
+    """Top-1 class of each image in deploy/images, with the export's own preprocessing."""
+    import numpy as np
+
+    from ppcls.data.preprocess import create_operators, decode_image, transform
+    from ppcls.inference.export import read_inference_yml
+    from ppcls.inference.predictor import create_predictor
+
+    record = read_inference_yml(model_dir)
+    ops = create_operators(record["PreProcess"]["transform_ops"])
+    predictor = create_predictor({"inference_model_dir": model_dir}, record)
+    names = sorted(n for n in os.listdir(IMAGES) if n.endswith(".jpg"))
+    batch = np.stack([transform(decode_image(os.path.join(IMAGES, n)), ops) for n in names])
+    return dict(zip(names, np.argmax(predictor.run(batch.astype("float32")), axis=1).tolist()))
+
+
 def make_predictor(backend, model_dir, threads):
     from ppcls.inference.predictor import OnnxPredictor, PaddlePredictor, create_predictor
 
@@ -98,9 +158,45 @@ def make_predictor(backend, model_dir, threads):
         g = dict(get_config(DEPLOY_CONFIG, show=False)["Global"])
         g.update(inference_model_dir=model_dir, cpu_num_threads=threads)
         return create_predictor(g)
-    if backend == "onnxruntime":
+    if backend in ("onnxruntime", "ort-int8"):  # the benchmark's own row names
         return OnnxPredictor(model_dir, cpu_num_threads=threads)
     return PaddlePredictor(model_dir, enable_mkldnn=backend == "paddle-onednn", cpu_num_threads=threads)
+
+
+def cpu_flags():
+    """The CPU's SIMD extensions that decide INT8 speed (AVX2; AVX-512; VNNI dot products)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return "cpu flags: unknown"
+    wanted = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8")
+    return "cpu flags: " + ", ".join(f"{w} {'yes' if w in flags else 'no'}" for w in wanted)
+
+
+def paired_worker(args):
+    """fp32 and INT8 ONNX Runtime sessions in one process, called alternately: the ratio of each
+    pair of calls is measured under the same momentary load (this machine is shared)."""
+    import numpy as np
+
+    from ppcls.inference.predictor import OnnxPredictor
+
+    fp32 = OnnxPredictor(args.model_dir, cpu_num_threads=args.threads)
+    int8 = OnnxPredictor(args.input, cpu_num_threads=args.threads)
+    batch = np.random.default_rng(1).standard_normal((args.batch, 3, 224, 224)).astype("float32")
+    for _ in range(5):
+        fp32.run(batch)
+        int8.run(batch)
+    t32, t8 = [], []
+    for _ in range(args.iters):
+        for predictor, times in ((fp32, t32), (int8, t8)):
+            start = time.perf_counter()
+            predictor.run(batch)
+            times.append(time.perf_counter() - start)
+    t32, t8 = np.asarray(t32), np.asarray(t8)
+    print(json.dumps({"fp32_ms": 1000 * float(np.median(t32)), "int8_ms": 1000 * float(np.median(t8)),
+                      "ratio": float(np.median(t8 / t32)),
+                      "ratio_p25_p75": [float(np.percentile(t8 / t32, 25)), float(np.percentile(t8 / t32, 75))]}))
 
 
 def worker(args):
@@ -135,6 +231,8 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--input", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.worker == "paired":
+        return paired_worker(args)
     if args.worker:
         return worker(args)
 
@@ -142,6 +240,7 @@ def main(argv=None):
 
     print("\n".join(header("benchmark/infer_speed.py " + " ".join(argv or sys.argv[1:]),
                            ("paddle", "onnxruntime", "paddle2onnx"))))
+    print("# " + cpu_flags())
     all_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     backends = args.backends.split(",")
     with tempfile.TemporaryDirectory() as tmp:
@@ -149,13 +248,15 @@ def main(argv=None):
         np.save(os.path.join(tmp, "x.npy"), x)
         for name in args.models.split(","):
             cases = [("latency", 1, 1), ("latency", 1, 2), ("throughput", 16, all_threads)]
-            results = {(b, c): [] for b in backends for c in cases}
+            model_backends = [b for b in backends if b != "ort-int8" or f"{name}/int8" in dirs]
+            results = {(b, c): [] for b in model_backends for c in cases}
             diffs, used = {}, {}
             for repeat in range(args.repeats):
                 for case in cases:
-                    for backend in backends:
+                    for backend in model_backends:
+                        model_dir = dirs[f"{name}/int8"] if backend == "ort-int8" else dirs[name]
                         extra = ["--input", os.path.join(tmp, "x.npy")] if repeat == 0 and case == cases[0] else []
-                        out = run_worker(HERE, ["--worker", backend, "--model-dir", dirs[name],
+                        out = run_worker(HERE, ["--worker", backend, "--model-dir", model_dir,
                                                 "--threads", str(case[2]), "--batch", str(case[1]),
                                                 "--iters", str(args.iters if case[1] == 1 else max(5, args.iters // 5)),
                                                 *extra])
@@ -167,11 +268,11 @@ def main(argv=None):
                                                    / np.abs(ref).max())
             print(f"\n## {name}: batch 1 latency (ms, median of medians) and batch 16 throughput")
             rows = []
-            for backend in backends:
+            for backend in model_backends:
                 row = [backend + ("" if backend != "default" else f" ({used.get(backend)})")]
                 for case in cases:
                     value = median(results[(backend, case)])
-                    ort = median(results[("onnxruntime", case)]) if "onnxruntime" in backends else None
+                    ort = median(results[("onnxruntime", case)]) if "onnxruntime" in model_backends else None
                     # every ratio is time relative to ONNX Runtime's: lower is faster
                     ratio = (value / ort if case[0] == "latency" else ort / value) if ort else None
                     row.append(f"{value:.1f}" + (f" ({ratio:.2f}x)" if ratio else ""))
@@ -179,6 +280,23 @@ def main(argv=None):
                 rows.append(row)
             print_table(["back-end (time x ONNX Runtime's)", "1 thread, ms", "2 threads, ms",
                          f"batch 16, {all_threads} threads, img/s", "max |out - dygraph| / max |dygraph|"], rows)
+            if f"{name}/int8" in dirs:
+                print("\n## INT8 / fp32 on ONNX Runtime, paired (alternate calls in one process; "
+                      "median of per-pair ratios, interquartile range)")
+                rows = []
+                for batch, threads in ((1, 1), (1, 2), (16, all_threads)):
+                    out = run_worker(HERE, ["--worker", "paired", "--model-dir", dirs[name],
+                                            "--input", dirs[f"{name}/int8"], "--threads", str(threads),
+                                            "--batch", str(batch),
+                                            "--iters", str(args.iters * 2 if batch == 1 else max(10, args.iters // 2))])
+                    rows.append([f"batch {batch}, {threads} thread(s)", f"{out['fp32_ms']:.1f}",
+                                 f"{out['int8_ms']:.1f}", f"{out['ratio']:.2f}x "
+                                 f"({out['ratio_p25_p75'][0]:.2f}-{out['ratio_p25_p75'][1]:.2f})"])
+                print_table(["case", "fp32 ms", "int8 ms", "int8 time / fp32 time"], rows)
+                fp32, int8 = top1_on_images(dirs[name]), top1_on_images(dirs[f"{name}/int8"])
+                same = sum(fp32[k] == int8[k] for k in fp32)
+                print(f"\nINT8 vs fp32 top-1 on deploy/images: {same}/{len(fp32)} the same "
+                      f"(fp32 {fp32}, int8 {int8})")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"\n# load average {load:.2f} at end")
 

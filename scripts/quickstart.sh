@@ -2,7 +2,8 @@
 # The main job, on a fresh machine, CPU only, nothing downloaded but Python packages:
 #   install -> build the digits data set -> train MobileNeXt -> evaluate -> (export, predict)
 # and finally print the validation top-1. Run from anywhere: bash scripts/quickstart.sh
-# Environment: PYTHON (default python), QUICKSTART_EPOCHS (default: the config's).
+# Environment: PYTHON (default python), QUICKSTART_EPOCHS (default: the config's),
+# QUICKSTART_INT8=1 to also quantize the model to INT8 and compare it with fp32 (about +40 s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python}
@@ -30,22 +31,30 @@ echo "== 4/4 evaluate the best checkpoint"
 # The deploy part appends export_model.py + predict_cls.py steps here, using "$CONFIG" and
 # "$OUT/best_model"; keep the summary below last.
 INFER_DIR=inference/MobileNeXt_x1_0_digits
-echo "== export the best checkpoint: $INFER_DIR/inference.{json,pdiparams,yml}"
+echo "== export the best checkpoint: $INFER_DIR/inference.{json,pdiparams,onnx,yml}"
 "$PYTHON" tools/export_model.py -c "$CONFIG" -o Global.pretrained_model="$OUT/best_model" \
     -o Global.save_inference_dir="$INFER_DIR" > "$OUT/export_quickstart.log"
 tail -n 1 "$OUT/export_quickstart.log"
 
-echo "== predict the validation images with the exported model (Paddle Inference, CPU)"
+echo "== predict the validation images with the exported model (ONNX Runtime on CPU: the default)"
 # configs/inference_cls_from_export.yaml takes the preprocessing and labels from inference.yml
 (cd deploy && "$PYTHON" python/predict_cls.py -c configs/inference_cls_from_export.yaml \
     -o Global.inference_model_dir="../$INFER_DIR" -o Global.infer_imgs=../dataset/digits/val \
     -o Global.batch_size=8 -o Global.cpu_num_threads=2) > "$OUT/predict_quickstart.log"
+grep -m 1 "predicting with" "$OUT/predict_quickstart.log" || true
 grep -m 3 $'\tclass id(s): ' "$OUT/predict_quickstart.log" || true
 # the images sit in val/<class id>/: count the predictions whose top class is that folder
 deploy_top1=$(awk -F'\t' '/\tclass id\(s\): /{n = split($1, p, "/"); sub(/^class id\(s\): \[/, "", $2);
     split($2, ids, /[],]/); total++; if (p[n - 1] == ids[1]) ok++}
     END {if (total) printf "%.5f (%d/%d images)", ok / total, ok, total}' "$OUT/predict_quickstart.log")
 echo "exported model, validation top-1: ${deploy_top1}"
+if [[ "${QUICKSTART_INT8:-0}" == "1" ]]; then
+    echo "== INT8 post-training quantization (deploy/slim/quant_post_static.py) and INT8 vs fp32"
+    "$PYTHON" deploy/slim/quant_post_static.py -c "$CONFIG" -o Global.pretrained_model="$OUT/best_model" \
+        -o Global.save_inference_dir="${INFER_DIR}_int8" > "$OUT/quant_quickstart.log"
+    "$PYTHON" benchmark/int8_accuracy.py --fp32 "$INFER_DIR" --int8 "${INFER_DIR}_int8" \
+        --val dataset/digits/val_list.txt --root dataset/digits | grep -v "ppcls INFO"
+fi
 # -------------------------------------------------------------------------------------------
 
 top1=$(sed -n 's/.*\[Eval\]\[Epoch 0\]\[Avg\].*top1: \([0-9.]*\).*/\1/p' "$OUT/eval_quickstart.log" | tail -n 1)

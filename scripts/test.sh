@@ -11,3 +11,6 @@ if [[ "${TIPC:-1}" != "0" ]]; then
     bash test_tipc/prepare.sh "${tipc_config}" lite_train_lite_infer
     bash test_tipc/test_train_inference_python.sh "${tipc_config}" lite_train_lite_infer
 fi
+# the deployment chains, lite mode, on the same data (test_tipc/README.md); TIPC=0 skips them
+if [[ "${TIPC:-1}" != "0" ]]; then bash test_tipc/test_ptq_inference_python.sh test_tipc/configs/MobileNeXt/MobileNeXt_100_train_ptq_infer_python.txt lite_train_lite_infer; fi
+if [[ "${TIPC:-1}" != "0" ]]; then bash test_tipc/test_paddle2onnx.sh test_tipc/configs/MobileNeXt/MobileNeXt_100_linux_cpu_normal_normal_paddle2onnx_python_linux_cpu.txt lite_train_lite_infer; fi

@@ -284,7 +284,9 @@ def test_gpu_options_on_a_cpu_build_warn_and_run_on_cpu(exported, images, capsys
     assert "Global.use_gpu=True, but this PaddlePaddle build has no CUDA" in out
     assert "running on CPU" in out
     assert "Global.use_tensorrt=True needs a GPU" in out
-    assert "Global.use_fp16=True applies to TensorRT on GPU only" in out
+    assert "Global.use_fp16=True needs a GPU" in out and "running in FP32" in out
+    # the log states what ran, not what was asked for
+    assert "predicting with paddle_inference on cpu, fp32" in out
 
 
 def test_deploy_config_errors_are_clear(exported, images, tmp_path):

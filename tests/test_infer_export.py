@@ -4,6 +4,7 @@ Weights: the official PyTorch MobileNeXt's (../shared/fixtures), so the outputs 
 published network's, not a random one's.
 """
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -58,7 +59,7 @@ def predict(model_dir, batch):
 
 
 def test_exported_logits_equal_dygraph_and_official(official_npz, official_weights, tmp_path):
-    cfg = make_config(official_weights, tmp_path / "logits", export_softmax=False)
+    cfg = make_config(official_weights, tmp_path / "logits", export_softmax=False, export_onnx=False)
     export_model(cfg)
     x = official_npz["input"]
     exported = predict(tmp_path / "logits", x)
@@ -77,8 +78,9 @@ def test_export_appends_softmax_and_records_deployment(official_npz, official_we
     out = tmp_path / "softmax"
     cfg = make_config(official_weights, out)
     export_model(cfg)
+    # a plain export (no Global.export_onnx) also holds inference.onnx: the fastest CPU back-end
     assert sorted(os.listdir(out)) == ["imagenet1k_label_list.txt", "inference.json",
-                                       "inference.pdiparams", "inference.yml"]
+                                       "inference.onnx", "inference.pdiparams", "inference.yml"]
     x = official_npz["input"]
     probs = predict(out, x)
     with paddle.no_grad():
@@ -95,6 +97,10 @@ def test_export_appends_softmax_and_records_deployment(official_npz, official_we
     # the Infer transforms minus DecodeImage (deployment decodes the file itself)
     assert record["PreProcess"]["transform_ops"] == INFER_TRANSFORMS[1:]
     assert record["PostProcess"]["Topk"] == {"topk": 5, "class_id_map_file": "imagenet1k_label_list.txt"}
+    # and what the folder holds, with content hashes (hashlib, not our helper)
+    assert record["Global"]["precision"] == "fp32"
+    assert record["Files"] == {name: "sha256:" + hashlib.sha256((out / name).read_bytes()).hexdigest()
+                               for name in os.listdir(out) if name != "inference.yml"}
     with open(out / "imagenet1k_label_list.txt", "rb") as a, open(LABELS, "rb") as b:
         assert a.read() == b.read()
 
@@ -123,7 +129,7 @@ def run(args, cwd=ROOT):
 
 def test_failed_export_is_one_line_and_keeps_the_previous_export(official_weights, tmp_path):
     out = tmp_path / "model"
-    export_model(make_config(official_weights, out))
+    export_model(make_config(official_weights, out, export_onnx=False))
     before = {name: (out / name).read_bytes() for name in os.listdir(out)}
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text(yaml.safe_dump(make_config(official_weights, out)))

@@ -9,10 +9,14 @@ The config (``deploy/configs/inference_cls.yaml``) has PaddleClas's deployment s
 - ``PreProcess.transform_ops``: the ops applied to each decoded RGB image (the ppcls ops);
 - ``PostProcess.Topk``: ``topk``, ``class_id_map_file``.
 
-A section (or the label file) the config leaves out is taken from the export's
-``inference.yml``, so ``-o Global.inference_model_dir=...`` alone is enough for a model
-exported by ``tools/export_model.py``. When that export has no softmax appended
-(``export_softmax: False``), scores are made probabilities here.
+A section the config leaves out is taken from the export's ``inference.yml``, so
+``-o Global.inference_model_dir=...`` alone is enough for a model exported by
+``tools/export_model.py``. The label map is the export's label list unless the config names a
+``class_id_map_file``; a label file whose class count differs from the model's output is an
+error. Every file used (model, weights, ``inference.onnx``, label list) must match the SHA-256
+recorded in ``inference.yml``: a changed file is refused, a file added after the export is
+ignored (``use_onnx: True`` uses an added ``inference.onnx``, with a warning). When the export
+has no softmax appended (``export_softmax: False``), scores are made probabilities here.
 
 Output, one line per image::
 
@@ -26,7 +30,7 @@ import io
 import os
 
 from ppcls.inference.benchmark import StageTimer
-from ppcls.inference.export import read_inference_yml
+from ppcls.inference.export import file_status, read_inference_yml
 from ppcls.inference.images import ImageBatches, list_images
 from ppcls.inference.postprocess import build_postprocess, softmax
 from ppcls.inference.predictor import create_predictor
@@ -55,7 +59,12 @@ def _sections(cfg, record, model_dir):
     post = cfg.get("PostProcess")
     recorded = dict((record.get("PostProcess") or {}).get("Topk") or {})
     if recorded.get("class_id_map_file"):
-        recorded["class_id_map_file"] = os.path.join(model_dir, recorded["class_id_map_file"])
+        ok, why = file_status(model_dir, record, recorded["class_id_map_file"])
+        if ok:
+            recorded["class_id_map_file"] = os.path.join(model_dir, recorded["class_id_map_file"])
+        else:
+            logger.warning(f"the export's label list is not used: {why}")
+            recorded["class_id_map_file"] = None
     if post is None:
         post = {"Topk": recorded} if recorded else None
     elif isinstance(post, dict) and isinstance(post.get("Topk"), dict):
@@ -68,18 +77,9 @@ def _sections(cfg, record, model_dir):
 
 
 def _describe(g, predictor):
-    info = {"model_dir": g.get("inference_model_dir"), "backend": predictor.backend,
-            "batch_size": g.get("batch_size", 1)}
-    config = getattr(predictor, "config", None)
-    if config is not None:
-        info.update(device="gpu" if config.use_gpu() else "cpu",
-                    enable_mkldnn=config.mkldnn_enabled(),
-                    cpu_num_threads=config.cpu_math_library_num_threads(),
-                    ir_optim=config.ir_optim(),
-                    precision="fp16" if g.get("use_fp16") and config.tensorrt_engine_enabled() else "fp32",
-                    inference_config=config)
-    else:
-        info.update(device="cpu", cpu_num_threads=g.get("cpu_num_threads"), precision="fp32")
+    """The benchmark header: what actually runs (the back-end's own ``describe()``)."""
+    info = {"model_dir": g.get("inference_model_dir"), "batch_size": g.get("batch_size", 1)}
+    info.update(predictor.describe())
     return info
 
 
@@ -106,7 +106,10 @@ def predict_cls(cfg, emit=print):
     exported_shape = ((record or {}).get("Global") or {}).get("image_shape")
     ops = create_operators(op_list, where="PreProcess.transform_ops")
     postprocess = build_postprocess(post, key="PostProcess")
-    predictor = create_predictor(g)
+    predictor = create_predictor(g, record)
+    described = predictor.describe()
+    logger.info(f"predicting with {described['backend']} on {described['device']}, "
+                f"{described['precision']}")
 
     benchmark = bool(g.get("benchmark") or g.get("enable_benchmark"))
     warmup = g.get("warmup_iters", DEFAULT_WARMUP_BENCHMARK if benchmark else 0)

@@ -5,18 +5,23 @@
 - ``inference.json`` + ``inference.pdiparams``: the eval-mode network with a softmax appended
   (``Global.export_softmax``, default True), input ``x`` of shape ``[None, 3, H, W]`` from
   ``Global.image_shape`` (PIR program, Paddle 3; ``inference.pdmodel`` when PIR is off).
-- ``inference.yml``: what a deployment needs besides the network: the preprocessing
-  (``PreProcess.transform_ops``, the ``Infer`` transforms without ``DecodeImage``), the
-  post-processing (``PostProcess.Topk`` with the label file, copied beside it), the input
-  shape and whether the output is already a softmax.
+- ``inference.onnx`` (paddle2onnx) whenever paddle2onnx is importable: the fastest CPU back-end
+  (docs/benchmarks.md). ``Global.export_onnx: False`` skips it; ``True`` makes a failed
+  conversion an error; unset, a failure is one warning and the Paddle files are still written.
 - the label file named by ``Infer.PostProcess.class_id_map_file``, if any.
-- with ``Global.export_onnx: True``, ``inference.onnx`` (paddle2onnx, optional extra).
+- ``inference.yml``, written last: what a deployment needs besides the network (the
+  preprocessing ``PreProcess.transform_ops``, ``PostProcess.Topk`` with the label file, the input
+  shape, whether the output is a softmax, the precision) and ``Files``: the SHA-256 of every
+  other file of the export. predict_cls uses only files that match it.
 
-Files are written to a temporary folder and moved into place only once all of them exist, so a
-failed export never leaves a half-written model over an older one.
+An export is written whole: into a temporary sibling folder, then swapped in place of the
+previous export, so nothing of an older export (such as its ``inference.onnx``) survives and a
+failed export leaves the previous one untouched. A folder holding anything that is not an
+export is refused rather than replaced.
 """
 
 import copy
+import hashlib
 import os
 import shutil
 import tempfile
@@ -31,6 +36,9 @@ DEFAULT_IMAGE_SHAPE = [3, 224, 224]
 DEFAULT_SAVE_DIR = "./inference"
 ONNX_OPSET = 11
 _SKIPPED_OPS = ("DecodeImage",)  # deployment decodes the file itself
+# files an export may hold besides those its inference.yml names (older exports had no Files)
+EXPORT_FILES = ("inference.json", "inference.pdiparams", "inference.pdmodel", "inference.onnx",
+                "inference.pdiparams.info", INFERENCE_YML, "quant_post_static_model")
 
 
 def image_shape(cfg):
@@ -124,10 +132,81 @@ def _softmax_head(model):
     return head
 
 
-def _move_into(tmp_dir, out_dir):
-    os.makedirs(out_dir, exist_ok=True)
-    for name in sorted(os.listdir(tmp_dir)):
-        os.replace(os.path.join(tmp_dir, name), os.path.join(out_dir, name))
+def sha256_file(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
+def write_record(folder, record):
+    """Write ``record`` as ``folder/inference.yml`` with ``Files``: the hash of every other file."""
+    record = dict(record)
+    record["Files"] = {name: sha256_file(os.path.join(folder, name))
+                       for name in sorted(os.listdir(folder))
+                       if name != INFERENCE_YML and os.path.isfile(os.path.join(folder, name))}
+    tmp = os.path.join(folder, f".{INFERENCE_YML}.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        yaml.safe_dump(record, f, sort_keys=False, allow_unicode=True)
+    os.replace(tmp, os.path.join(folder, INFERENCE_YML))
+    return record
+
+
+def _check_replaceable(out_dir):
+    """``out_dir`` may be replaced by a new export: it is missing, empty or an export."""
+    if not os.path.exists(out_dir):
+        return
+    if not os.path.isdir(out_dir):
+        raise ConfigError(f"Global.save_inference_dir: {out_dir} exists and is not a folder")
+    known = set(EXPORT_FILES)
+    try:
+        record = read_inference_yml(out_dir) or {}
+    except ConfigError:
+        record = {}
+    known |= set(record.get("Files") or {})
+    label = ((record.get("PostProcess") or {}).get("Topk") or {}).get("class_id_map_file")
+    if isinstance(label, str):
+        known.add(label)
+    others = sorted(name for name in os.listdir(out_dir) if name not in known)
+    if others:
+        shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+        raise ConfigError(f"Global.save_inference_dir: {out_dir} holds files that are not part of an "
+                          f"export ({shown}); an export replaces its folder whole, so choose an "
+                          f"empty folder or a previous export's")
+
+
+def commit_export(tmp_dir, out_dir):
+    """Swap the finished export in ``tmp_dir`` in place of ``out_dir`` (whole, nothing kept)."""
+    _check_replaceable(out_dir)
+    old = None
+    if os.path.exists(out_dir):
+        old = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out_dir))}.old",
+                               dir=os.path.dirname(os.path.abspath(out_dir)))
+        os.rmdir(old)
+        os.replace(out_dir, old)
+    os.replace(tmp_dir, out_dir)
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def export_tmp_dir(out_dir):
+    """A temporary sibling folder of ``out_dir`` (same file system, so the swap is a rename)."""
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out_dir))}.tmp", dir=parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # a folder as os.makedirs makes it, not mkdtemp's 0700
+    return tmp
+
+
+def _paddle2onnx_missing():
+    try:
+        import paddle2onnx  # noqa: F401
+    except ImportError as err:
+        return str(err) or "paddle2onnx is not installed"
+    return None
 
 
 def export_model(cfg):
@@ -138,11 +217,13 @@ def export_model(cfg):
     out_dir = g.get("save_inference_dir") or DEFAULT_SAVE_DIR
     shape = image_shape(cfg)
     with_softmax = g.get("export_softmax", True)
+    want_onnx = g.get("export_onnx")  # None: when paddle2onnx is importable
     transforms = deploy_transforms(cfg)
     post = _postprocess(cfg)
     label_file = post["class_id_map_file"]
     if label_file is not None and not os.path.isfile(label_file):
         raise ConfigError(f"Infer.PostProcess.class_id_map_file: label file not found: {label_file}")
+    _check_replaceable(out_dir)
 
     model = build_eval_model(cfg)
     if with_softmax:
@@ -150,29 +231,48 @@ def export_model(cfg):
     spec = [paddle.static.InputSpec(shape=[None] + shape, dtype="float32", name="x")]
     static = paddle.jit.to_static(model, input_spec=spec, full_graph=True)
 
-    os.makedirs(os.path.dirname(os.path.abspath(out_dir)), exist_ok=True)
-    tmp_dir = tempfile.mkdtemp(prefix=".export_tmp", dir=os.path.dirname(os.path.abspath(out_dir)))
+    tmp_dir = export_tmp_dir(out_dir)
     try:
         paddle.jit.save(static, os.path.join(tmp_dir, "inference"))
         if label_file is not None:
             shutil.copyfile(label_file, os.path.join(tmp_dir, os.path.basename(label_file)))
             post["class_id_map_file"] = os.path.basename(label_file)
+        onnx_note = _export_onnx_into(tmp_dir, want_onnx)
         record = {
             "Global": {"model_name": cfg["Arch"].get("name"), "image_shape": shape,
-                       "export_softmax": bool(with_softmax)},
+                       "export_softmax": bool(with_softmax), "precision": "fp32"},
             "PreProcess": {"transform_ops": transforms},
             "PostProcess": {"Topk": post},
         }
-        with open(os.path.join(tmp_dir, INFERENCE_YML), "w", encoding="utf-8") as f:
-            yaml.safe_dump(record, f, sort_keys=False, allow_unicode=True)
-        _move_into(tmp_dir, out_dir)
+        write_record(tmp_dir, record)
+        commit_export(tmp_dir, out_dir)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     logger.info(f"exported {cfg['Arch'].get('name')} (input [None, {', '.join(map(str, shape))}], "
                 f"softmax {'appended' if with_softmax else 'not appended'}) to {out_dir}")
-    if g.get("export_onnx", False):
-        export_onnx(out_dir)
+    logger.info(onnx_note)
     return out_dir
+
+
+def _export_onnx_into(folder, want_onnx):
+    """Convert ``folder``'s Paddle model to ONNX as ``Global.export_onnx`` asks; returns the log line."""
+    if want_onnx is False:
+        return ("inference.onnx not written (Global.export_onnx=False): deployment on CPU uses "
+                "Paddle Inference")
+    missing = _paddle2onnx_missing()
+    if missing and want_onnx is None:
+        logger.warning(f"inference.onnx not written: paddle2onnx is not importable ({missing}); "
+                       f"pip install paddle2onnx onnxruntime for the fastest CPU deployment")
+        return "exported the Paddle files only"
+    try:
+        _convert_onnx(folder)
+    except UserError as err:
+        if want_onnx:
+            raise
+        logger.warning(f"inference.onnx not written: {err}")
+        return "exported the Paddle files only"
+    return ("wrote inference.onnx (paddle2onnx), which predict_cls runs on ONNX Runtime on CPU "
+            "(use_onnx: auto); -o Global.export_onnx=False skips it")
 
 
 def read_inference_yml(model_dir):
@@ -190,8 +290,8 @@ def read_inference_yml(model_dir):
     return record
 
 
-def export_onnx(model_dir, opset_version=ONNX_OPSET):
-    """Convert the export in ``model_dir`` to ``model_dir/inference.onnx`` with paddle2onnx."""
+def _convert_onnx(model_dir, opset_version=ONNX_OPSET, target=None):
+    """paddle2onnx of the Paddle model in ``model_dir`` to ``target`` (default ``inference.onnx``)."""
     from ppcls.inference.predictor import ONNX_FILE, find_model_files
 
     try:
@@ -200,7 +300,7 @@ def export_onnx(model_dir, opset_version=ONNX_OPSET):
         raise UserError("ONNX export needs the optional package paddle2onnx: "
                         "pip install paddle2onnx") from None
     model_file, params_file = find_model_files(model_dir, key="Global.save_inference_dir")
-    target = os.path.join(model_dir, ONNX_FILE)
+    target = target or os.path.join(model_dir, ONNX_FILE)
     tmp = f"{target}.tmp{os.getpid()}"
     try:
         # optimize_tool="None": the default (polygraphy) tries to pip-install packages at run time.
@@ -214,5 +314,37 @@ def export_onnx(model_dir, opset_version=ONNX_OPSET):
     if not os.path.isfile(tmp) or os.path.getsize(tmp) == 0:
         raise UserError(f"paddle2onnx could not convert {model_file} (see its log above)")
     os.replace(tmp, target)
-    logger.info(f"converted {model_file} to {target} (ONNX opset {opset_version})")
     return target
+
+
+def export_onnx(model_dir, opset_version=ONNX_OPSET):
+    """Convert the export in ``model_dir`` to ``model_dir/inference.onnx`` with paddle2onnx and
+    record its hash in the export's ``inference.yml`` (when it has one)."""
+    target = _convert_onnx(model_dir, opset_version)
+    record = read_inference_yml(model_dir)
+    if record is not None:
+        write_record(model_dir, record)
+    logger.info(f"converted {model_dir} to {target} (ONNX opset {opset_version})")
+    return target
+
+
+def file_status(model_dir, record, name):
+    """``(True, "")`` when ``model_dir/name`` exists and matches ``record``'s hash; ``(False, why)``
+    when it is missing or not part of the recorded export (such a file is ignored). A recorded
+    file whose content differs is refused: ``ConfigError``. Exports without ``Files`` (written
+    before hashes were recorded) are trusted as they are."""
+    path = os.path.join(model_dir, name)
+    if not os.path.isfile(path):
+        return False, f"{model_dir} has no {name}"
+    files = (record or {}).get("Files")
+    if not isinstance(files, dict):
+        return True, ""
+    if name not in files:
+        return False, (f"{path} is not part of the export recorded in {INFERENCE_YML} "
+                       f"(added afterwards)")
+    actual = sha256_file(path)
+    if actual != files[name]:
+        raise ConfigError(f"{path} does not match the hash recorded in "
+                          f"{os.path.join(model_dir, INFERENCE_YML)} (recorded {files[name]}, found "
+                          f"{actual}): the file changed after export; export the model again")
+    return True, ""

@@ -46,14 +46,23 @@ class Topk:
         if not isinstance(topk, int) or isinstance(topk, bool) or topk < 1:
             raise ConfigError(f"{key}.topk: expected a positive integer, got {topk!r}")
         self.topk = topk
+        self.key = key
         self.class_id_map_file = class_id_map_file
         self.class_id_map = load_class_id_map(class_id_map_file, key=f"{key}.class_id_map_file")
+        self._checked_classes = None
 
     def __call__(self, scores, file_names):
         scores = np.asarray(scores)
         if scores.ndim != 2 or scores.shape[0] != len(file_names):
             raise ValueError(f"Topk expects a [{len(file_names)}, classes] score matrix, "
                              f"got shape {scores.shape}")
+        if self.class_id_map is not None and self._checked_classes != scores.shape[1]:
+            if len(self.class_id_map) != scores.shape[1]:
+                raise ConfigError(f"{self.key}.class_id_map_file: {self.class_id_map_file} names "
+                                  f"{len(self.class_id_map)} classes, but the model outputs "
+                                  f"{scores.shape[1]} scores per image; name the model's own label "
+                                  f"file (or none: the export's is used)")
+            self._checked_classes = scores.shape[1]
         k = min(self.topk, scores.shape[1])
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         results = []

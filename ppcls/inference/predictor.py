@@ -1,33 +1,53 @@
-"""Inference back-ends for an exported model: Paddle Inference and ONNX Runtime.
+"""Inference back-ends for an exported model: a small registry (:data:`BACKENDS`).
 
-This is the one place that configures Paddle Inference (:func:`paddle_config`), so speed
-settings are tuned here and nowhere else. Both predictors take a float32 NCHW batch and
-return the model's first output as a numpy array.
+Each back-end is one registered class with
 
-Notes on Paddle 3.3:
+- ``available(model_dir, record)`` -> ``(True, "")`` or ``(False, why not)``: can it run this
+  export here (files present and matching ``inference.yml``'s hashes, package installed);
+- ``__init__(model_dir, options)`` (``options``: the deployment config's ``Global`` section);
+- ``run(batch)``: a float32 NCHW batch in, the model's first output out (numpy);
+- ``describe()``: what actually runs (back-end, device, precision, threads, ...), never what was
+  requested: a GPU option on a CPU build reports ``cpu`` / ``fp32``.
 
-- ``inference.json`` (PIR, Paddle 3) is loaded first; ``inference.pdmodel`` (Paddle 2.x
-  exports) is the fallback.
+Registered: ``paddle_inference`` (Paddle Inference: CPU with oneDNN, GPU, GPU + TensorRT) and
+``onnxruntime`` (ONNX Runtime on CPU; it also runs the INT8 exports of
+``deploy/slim/quant_post_static.py``, whose precision comes from their ``inference.yml``).
+:func:`choose_backend` maps ``Global.use_onnx`` (and ``use_gpu``) to an ordered list of names
+and takes the first available one. A new back-end is one decorated class and one entry there.
+
+Paddle Inference is configured in one place (:func:`paddle_plan` -> :func:`paddle_config`):
+
+- ``inference.json`` (PIR, Paddle 3) is loaded first; ``inference.pdmodel`` (Paddle 2.x) is the
+  fallback.
 - ``Config.enable_memory_optim()`` is never called: it breaks PIR predictors on 3.3.1.
-- oneDNN is on by default in a CPU ``Config``; ``enable_mkldnn: False`` switches it off
-  explicitly.
-- ``use_gpu`` / ``use_tensorrt`` / ``use_fp16`` on a build without CUDA (or TensorRT) log a
-  warning that says what runs instead (CPU, FP32), so a CPU-only run of a GPU config still works.
+- oneDNN is on by default on CPU; ``enable_mkldnn: False`` switches it off.
+- GPU + ``use_tensorrt``: for a PIR export, through Paddle 3's PIR TensorRT path
+  (``paddle.tensorrt.convert`` with input shape ranges from the export's image shape:
+  min batch 1, optimum and max ``batch_size``); ``Config.enable_tensorrt_engine`` only for old-IR
+  exports (it sets flags the PIR predictor never reads). GPU + ``use_fp16`` without TensorRT:
+  ``PrecisionType.Half``.
+- ``use_gpu`` / ``use_tensorrt`` / ``use_fp16`` on a build without CUDA (or TensorRT) log one
+  warning each and run on the CPU in FP32, so a CPU-only run of a GPU config still works.
 """
 
 import os
+import tempfile
 
 import numpy as np
 
 from ppcls.utils import logger
 from ppcls.utils.errors import ConfigError, UserError
+from ppcls.utils.registry import Registry
 
 MODEL_FILES = (("inference.json", "inference.pdiparams"),     # Paddle 3 (PIR)
                ("inference.pdmodel", "inference.pdiparams"))  # Paddle 2.x
 ONNX_FILE = "inference.onnx"
 DEFAULT_GPU_MEM = 8000
-TRT_MIN_SUBGRAPH_SIZE = 15
+TRT_MIN_SUBGRAPH_SIZE = 3
 TRT_WORKSPACE = 1 << 30
+DEFAULT_IMAGE_SHAPE = [3, 224, 224]
+
+BACKENDS = Registry("inference back-end")
 
 
 def find_model_files(model_dir, key="Global.inference_model_dir"):
@@ -91,55 +111,162 @@ def resolve_device(use_gpu=False, use_tensorrt=False, use_fp16=False):
         logger.warning("Global.use_tensorrt=True, but this PaddlePaddle build has no TensorRT: "
                        "TensorRT is not used")
         use_tensorrt = False
-    if use_fp16 and not use_tensorrt:
-        logger.warning("Global.use_fp16=True applies to TensorRT on GPU only: running in FP32")
+    if use_fp16 and not use_gpu:
+        logger.warning("Global.use_fp16=True needs a GPU (TensorRT FP16 or Paddle Inference "
+                       "half precision): running in FP32")
         use_fp16 = False
     return use_gpu, use_tensorrt, use_fp16
 
 
-def paddle_config(model_dir, use_gpu=False, gpu_mem=DEFAULT_GPU_MEM, gpu_id=0, enable_mkldnn=True,
-                  cpu_num_threads=None, ir_optim=True, use_tensorrt=False, use_fp16=False,
-                  batch_size=1, enable_profile=False):
-    """The ``paddle.inference.Config`` for the export in ``model_dir``."""
-    from paddle import inference
+# ------------------------------------------------------------------ Paddle Inference settings
 
+def tensorrt_plan(model_file, image_shape, batch_size=1, use_fp16=False, save_model_dir=None):
+    """What ``paddle.tensorrt.convert`` gets for a PIR export, as plain data.
+
+    One input ``x`` with dynamic batch: min ``[1, C, H, W]``, optimum and max
+    ``[batch_size, C, H, W]`` (``image_shape`` is the export's ``Global.image_shape``);
+    precision FP16 or FP32; the converted program is saved under ``save_model_dir``.
+    """
+    shape = [int(v) for v in (image_shape or DEFAULT_IMAGE_SHAPE)]
+    batch = max(1, int(batch_size))
+    return {"model_path": model_file,
+            "inputs": [{"name": "x", "min_input_shape": [1] + shape,
+                        "optim_input_shape": [batch] + shape, "max_input_shape": [batch] + shape,
+                        "input_data_type": "float32"}],
+            "precision_mode": "FP16" if use_fp16 else "FP32",
+            "min_subgraph_size": TRT_MIN_SUBGRAPH_SIZE,
+            "workspace_size": TRT_WORKSPACE,
+            "save_model_dir": save_model_dir}
+
+
+def build_tensorrt_config(plan, trt):
+    """``trt.TensorRTConfig`` for ``plan`` (``trt``: the ``paddle.tensorrt`` module, or a stand-in)."""
+    inputs = [trt.Input(min_input_shape=tuple(i["min_input_shape"]),
+                        optim_input_shape=tuple(i["optim_input_shape"]),
+                        max_input_shape=tuple(i["max_input_shape"]),
+                        input_data_type=i["input_data_type"], name=i["name"])
+              for i in plan["inputs"]]
+    config = trt.TensorRTConfig(inputs=inputs, min_subgraph_size=plan["min_subgraph_size"],
+                                save_model_dir=plan["save_model_dir"],
+                                precision_mode=getattr(trt.PrecisionMode, plan["precision_mode"]),
+                                workspace_size=plan["workspace_size"])
+    return config
+
+
+def _import_tensorrt():
+    try:
+        import paddle.tensorrt as trt
+    except ImportError as err:
+        raise UserError(f"Global.use_tensorrt=True: this PaddlePaddle build has no paddle.tensorrt "
+                        f"({err}); install a GPU build with TensorRT") from None
+    return trt
+
+
+def convert_for_tensorrt(plan):
+    """Run ``paddle.tensorrt.convert`` for ``plan`` (needs a GPU); returns the converted
+    ``(model_file, params_file)``. The one GPU-only call of the TensorRT path: tests replace
+    ``_import_tensorrt`` with a stand-in module and check everything up to here."""
+    trt = _import_tensorrt()
+    trt.convert(plan["model_path"], build_tensorrt_config(plan, trt))
+    prefix = plan["save_model_dir"]
+    return prefix + ".json", prefix + ".pdiparams"
+
+
+def paddle_plan(model_dir, use_gpu=False, gpu_mem=DEFAULT_GPU_MEM, gpu_id=0, enable_mkldnn=True,
+                cpu_num_threads=None, ir_optim=True, use_tensorrt=False, use_fp16=False,
+                batch_size=1, enable_profile=False, image_shape=None):
+    """The Paddle Inference settings that will actually be used, as a dict (after downgrades)."""
     model_file, params_file = find_model_files(model_dir)
     use_gpu, use_tensorrt, use_fp16 = resolve_device(use_gpu, use_tensorrt, use_fp16)
-    config = inference.Config(model_file, params_file)
+    plan = {"model_file": model_file, "params_file": params_file, "ir_optim": bool(ir_optim),
+            "enable_profile": bool(enable_profile), "device": "gpu" if use_gpu else "cpu",
+            "precision": "fp16" if use_fp16 else "fp32", "tensorrt": None}
     if use_gpu:
-        config.enable_use_gpu(int(gpu_mem), int(gpu_id))
+        plan.update(gpu_mem=int(gpu_mem), gpu_id=int(gpu_id))
         if use_tensorrt:
-            precision = inference.PrecisionType.Half if use_fp16 else inference.PrecisionType.Float32
-            config.enable_tensorrt_engine(workspace_size=TRT_WORKSPACE, max_batch_size=int(batch_size),
-                                          min_subgraph_size=TRT_MIN_SUBGRAPH_SIZE,
-                                          precision_mode=precision, use_static=False,
-                                          use_calib_mode=False)
+            pir = model_file.endswith(".json")
+            plan["tensorrt"] = "pir" if pir else "legacy"
+            if pir:
+                save_dir = os.path.join(tempfile.mkdtemp(prefix="ppcls_trt_"), "inference")
+                plan["tensorrt_plan"] = tensorrt_plan(model_file, image_shape, batch_size, use_fp16,
+                                                      save_dir)
+            else:
+                plan["trt_max_batch_size"] = max(1, int(batch_size))
+    else:
+        plan.update(enable_mkldnn=bool(enable_mkldnn), cpu_num_threads=cpu_threads(cpu_num_threads))
+    return plan
+
+
+def paddle_config(model_dir=None, plan=None, **options):
+    """The ``paddle.inference.Config`` for ``plan`` (or for ``paddle_plan(model_dir, **options)``)."""
+    from paddle import inference
+
+    plan = plan or paddle_plan(model_dir, **options)
+    model_file, params_file = plan["model_file"], plan["params_file"]
+    if plan["tensorrt"] == "pir":
+        model_file, params_file = convert_for_tensorrt(plan["tensorrt_plan"])
+    config = inference.Config(model_file, params_file)
+    half = plan["precision"] == "fp16"
+    if plan["device"] == "gpu":
+        if plan["tensorrt"] is None and half:  # FP16 without TensorRT
+            config.enable_use_gpu(plan["gpu_mem"], plan["gpu_id"], inference.PrecisionType.Half)
+        else:
+            config.enable_use_gpu(plan["gpu_mem"], plan["gpu_id"])
+        if plan["tensorrt"] == "legacy":
+            config.enable_tensorrt_engine(
+                workspace_size=TRT_WORKSPACE, max_batch_size=plan["trt_max_batch_size"],
+                min_subgraph_size=TRT_MIN_SUBGRAPH_SIZE,
+                precision_mode=inference.PrecisionType.Half if half else inference.PrecisionType.Float32,
+                use_static=False, use_calib_mode=False)
     else:
         config.disable_gpu()
-        if enable_mkldnn:
+        if plan["enable_mkldnn"]:
             config.enable_mkldnn()
         else:
             config.disable_mkldnn()
-        threads = cpu_threads(cpu_num_threads)
-        if threads:
-            config.set_cpu_math_library_num_threads(threads)
-    config.switch_ir_optim(bool(ir_optim))
-    if enable_profile:
+        if plan["cpu_num_threads"]:
+            config.set_cpu_math_library_num_threads(plan["cpu_num_threads"])
+    config.switch_ir_optim(plan["ir_optim"])
+    if plan["enable_profile"]:
         config.enable_profile()
     config.disable_glog_info()
     return config
 
 
+# ------------------------------------------------------------------ the back-ends
+
+def _checked(model_dir, record, name):
+    """``(ok, why)``: ``name`` exists in ``model_dir`` and matches its ``inference.yml`` hash."""
+    from ppcls.inference.export import file_status
+
+    return file_status(model_dir, record, name)
+
+
+@BACKENDS.register(name="paddle_inference")
 class PaddlePredictor:
-    """A Paddle Inference predictor: ``run(batch) -> first output``."""
+    """Paddle Inference: ``run(batch) -> first output``."""
 
     backend = "paddle_inference"
+    auto_note = "the GPU back-end, and on CPU when the export has no usable inference.onnx"
 
-    def __init__(self, model_dir, **options):
+    @classmethod
+    def available(cls, model_dir, record=None):
+        for model_name, params_name in MODEL_FILES:
+            if os.path.isfile(os.path.join(model_dir, model_name)):
+                for name in (model_name, params_name):
+                    ok, why = _checked(model_dir, record, name)
+                    if not ok:
+                        return False, why
+                return True, ""
+        return False, f"{model_dir} holds no Paddle model (inference.json or inference.pdmodel)"
+
+    def __init__(self, model_dir, options=None, **kwargs):
         from paddle import inference
 
+        options = dict(options or {}, **kwargs)
         self.model_dir = model_dir
-        self.config = paddle_config(model_dir, **options)
+        self.plan = paddle_plan(model_dir, **{k: v for k, v in options.items() if k in _PADDLE_KEYS})
+        self.config = paddle_config(plan=self.plan)
         try:
             self.predictor = inference.create_predictor(self.config)
         except (RuntimeError, ValueError, OSError) as err:
@@ -155,13 +282,39 @@ class PaddlePredictor:
         self.predictor.run()
         return self.output.copy_to_cpu()
 
+    def describe(self):
+        plan, config = self.plan, self.config
+        info = {"backend": self.backend, "device": plan["device"],
+                "precision": plan["precision"] + (" (TensorRT)" if plan["tensorrt"] else ""),
+                "ir_optim": config.ir_optim(), "inference_config": config}
+        if plan["device"] == "cpu":
+            info.update(enable_mkldnn=config.mkldnn_enabled(),
+                        cpu_num_threads=config.cpu_math_library_num_threads())
+        return info
 
+
+_PADDLE_KEYS = ("use_gpu", "gpu_mem", "gpu_id", "enable_mkldnn", "cpu_num_threads", "ir_optim",
+                "use_tensorrt", "use_fp16", "batch_size", "enable_profile", "image_shape")
+
+
+@BACKENDS.register(name="onnxruntime")
 class OnnxPredictor:
-    """An ONNX Runtime session on CPU over ``model_dir/inference.onnx``: ``run(batch) -> first output``."""
+    """ONNX Runtime on CPU over ``model_dir/inference.onnx``: ``run(batch) -> first output``."""
 
     backend = "onnxruntime"
+    auto_note = "the fastest CPU back-end; -o Global.use_onnx=False runs Paddle Inference"
 
-    def __init__(self, model_dir, cpu_num_threads=None, **_ignored):
+    @classmethod
+    def available(cls, model_dir, record=None):
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            return False, "the optional package onnxruntime is not installed"
+        return _checked(model_dir, record, ONNX_FILE)
+
+    def __init__(self, model_dir, options=None, cpu_num_threads=None, precision=None, **_ignored):
+        options = dict(options or {})
+        cpu_num_threads = options.get("cpu_num_threads", cpu_num_threads)
         try:
             import onnxruntime
         except ImportError:
@@ -171,84 +324,90 @@ class OnnxPredictor:
         if not os.path.isfile(path):
             raise ConfigError(f"Global.use_onnx=True, but {path} does not exist; convert the export "
                               f"first: python tools/export_model.py -c <config> -o "
-                              f"Global.save_inference_dir={model_dir} -o Global.export_onnx=True "
-                              f"(or run paddle2onnx, see deploy/README.md)")
-        options = onnxruntime.SessionOptions()
-        options.log_severity_level = 3
-        threads = cpu_threads(cpu_num_threads)
-        if threads:
-            options.intra_op_num_threads = threads
+                              f"Global.save_inference_dir={model_dir} (or run paddle2onnx, see "
+                              f"deploy/README.md)")
+        session_options = onnxruntime.SessionOptions()
+        session_options.log_severity_level = 3
+        self.threads = cpu_threads(cpu_num_threads)
+        if self.threads:
+            session_options.intra_op_num_threads = self.threads
         try:
-            self.session = onnxruntime.InferenceSession(path, sess_options=options,
+            self.session = onnxruntime.InferenceSession(path, sess_options=session_options,
                                                         providers=["CPUExecutionProvider"])
         except Exception as err:  # onnxruntime raises its own exception types for bad files
             message = " ".join(str(err).split())[:300]
             raise UserError(f"{path}: ONNX Runtime cannot load this model: {message}") from None
         self.model_dir = model_dir
         self.config = None
+        self.precision = options.get("precision", precision) or "fp32"
         self.input_name = self.session.get_inputs()[0].name
 
     def run(self, batch):
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         return self.session.run(None, {self.input_name: batch})[0]
 
-
-def _onnx_runnable(model_dir):
-    """``(True, "")`` when ONNX Runtime can run ``model_dir`` here, else ``(False, why not)``."""
-    if not os.path.isfile(os.path.join(model_dir, ONNX_FILE)):
-        return False, f"{model_dir} has no {ONNX_FILE} (export with -o Global.export_onnx=True)"
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False, "the optional package onnxruntime is not installed"
-    return True, ""
+    def describe(self):
+        return {"backend": self.backend, "device": "cpu", "precision": self.precision,
+                "cpu_num_threads": self.threads or "default (all cores)"}
 
 
-def choose_backend(g):
-    """``"onnxruntime"`` or ``"paddle_inference"`` for a deployment ``Global`` section.
+# use_onnx -> back-ends to try, in order (CPU); on GPU Paddle Inference is the GPU back-end
+_PREFERENCE = {"auto": ("onnxruntime", "paddle_inference"), True: ("onnxruntime",),
+               False: ("paddle_inference",)}
+_PREFERENCE_GPU = {"auto": ("paddle_inference",), True: ("onnxruntime",), False: ("paddle_inference",)}
 
-    ``use_onnx: auto`` (the default of deploy/configs): on CPU, ONNX Runtime when the export
-    has ``inference.onnx`` and onnxruntime is installed, since on CPU it is the fastest
-    back-end with the same outputs (docs/benchmarks.md: 1.6x faster than Paddle Inference
-    with oneDNN at 1 thread, 2.3x at 2 threads, outputs within 3e-5); Paddle Inference
-    otherwise, and whenever ``use_gpu`` is set. ``True`` requires ONNX Runtime, ``False``
-    Paddle Inference.
-    """
+
+def _preference(g):
     choice = g.get("use_onnx", "auto")
-    if choice == "auto":
-        if g.get("use_gpu", False):
-            return "paddle_inference"  # the GPU back-end (on a CPU-only build it says so and runs on CPU)
-        ok, why = _onnx_runnable(g["inference_model_dir"])
-        if ok:
-            logger.info("Global.use_onnx=auto: ONNX Runtime (the fastest CPU back-end; "
-                        "-o Global.use_onnx=False runs Paddle Inference)")
-            return "onnxruntime"
-        logger.info(f"Global.use_onnx=auto: Paddle Inference, because {why}")
-        return "paddle_inference"
-    if choice is True or choice is False:
-        return "onnxruntime" if choice else "paddle_inference"
+    table = _PREFERENCE_GPU if g.get("use_gpu", False) else _PREFERENCE
+    if isinstance(choice, (bool, str)) and choice in table and not (
+            isinstance(choice, str) and choice != "auto"):
+        return choice, table[choice]
     raise ConfigError(f"Global.use_onnx expects True, False or auto, got {choice!r}")
 
 
-def create_predictor(global_cfg):
+def choose_backend(g, record=None):
+    """The registered back-end name a deployment ``Global`` section gets.
+
+    ``use_onnx: auto`` (the default of deploy/configs): on CPU, ONNX Runtime when the export
+    has a verified ``inference.onnx`` and onnxruntime is installed (the fastest CPU back-end,
+    docs/benchmarks.md), else Paddle Inference; on GPU (``use_gpu``) Paddle Inference. ``True``
+    requires ONNX Runtime, ``False`` Paddle Inference.
+    """
+    choice, names = _preference(g)
+    model_dir = g["inference_model_dir"]
+    if record is None:
+        from ppcls.inference.export import read_inference_yml
+
+        record = read_inference_yml(model_dir) if os.path.isdir(model_dir) else None
+    reasons = []
+    for name in names:
+        backend = BACKENDS.get(name)
+        ok, why = backend.available(model_dir, record)
+        if ok:
+            if choice == "auto":
+                logger.info(f"Global.use_onnx=auto: {name} ({backend.auto_note})")
+            return name
+        reasons.append(why)
+        if choice == "auto" and len(names) > 1:
+            logger.info(f"Global.use_onnx=auto: {name} not used: {why}")
+    # nothing available: the last candidate (the explicit choice, or the fallback) is built and
+    # its constructor says precisely what is missing
+    if len(names) == 1:
+        logger.warning(f"{reasons[0]}; trying {names[0]} because Global.use_onnx={choice} asks for it")
+    return names[-1]
+
+
+def create_predictor(global_cfg, record=None):
     """The predictor a deployment config's ``Global`` section asks for."""
-    g = global_cfg or {}
+    g = dict(global_cfg or {})
     model_dir = g.get("inference_model_dir")
     if model_dir is None:
         raise ConfigError("Global.inference_model_dir is missing: the folder of an exported model")
-    if choose_backend(g) == "onnxruntime":
-        if g.get("use_gpu", False) and g.get("use_onnx") is True:
-            logger.warning("Global.use_onnx=True runs ONNX Runtime on CPU; Global.use_gpu is ignored")
-        return OnnxPredictor(model_dir, cpu_num_threads=g.get("cpu_num_threads"))
-    return PaddlePredictor(
-        model_dir,
-        use_gpu=g.get("use_gpu", False),
-        gpu_mem=g.get("gpu_mem", DEFAULT_GPU_MEM),
-        enable_mkldnn=g.get("enable_mkldnn", True),
-        cpu_num_threads=g.get("cpu_num_threads"),
-        ir_optim=g.get("ir_optim", True),
-        use_tensorrt=g.get("use_tensorrt", False),
-        use_fp16=g.get("use_fp16", False),
-        batch_size=g.get("batch_size", 1),
-        enable_profile=g.get("enable_profile", False),
-    )
+    name = choose_backend(g, record)
+    if name == "onnxruntime" and g.get("use_gpu", False):
+        logger.warning("Global.use_onnx=True runs ONNX Runtime on CPU; Global.use_gpu is ignored")
+    info = (record or {}).get("Global") or {}
+    g.setdefault("image_shape", info.get("image_shape"))
+    g.setdefault("precision", info.get("precision", "fp32"))
+    return BACKENDS.get(name)(model_dir, g)
