@@ -140,7 +140,11 @@ class MobileNeXt(nn.Layer):
         self.features = nn.Sequential(*features)
         self.last_channels = in_ch
         self.avgpool = nn.AdaptiveAvgPool2D(1)
-        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_ch, class_num))
+        # A list of rates, one per stage of progressive training (Global.train_mode), starts at
+        # the first; ppcls.engine.progressive sets the stage's rate.
+        self.dropout_rate = list(dropout) if isinstance(dropout, (list, tuple)) else dropout
+        first = self.dropout_rate[0] if isinstance(self.dropout_rate, list) else dropout
+        self.classifier = nn.Sequential(nn.Dropout(first), nn.Linear(in_ch, class_num))
         self._init_weights()
 
     def _init_weights(self):
