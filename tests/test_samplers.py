@@ -123,6 +123,12 @@ def test_multiscale_loader_batches_and_a_short_run(tiny_data, tmp_path):
         seen += indices.tolist()
     assert set(shapes) <= {(8, 3, 32, 32), (2, 3, 64, 64)} and len(shapes) == 2, shapes
     assert set(seen) == set(range(len(train_labels)))
+    # the same images with two worker processes (each sample seeded by (seed, epoch, index))
+    cfg["DataLoader"]["Train"]["loader"]["num_workers"] = 2
+    single, multi = (build_dataloader(c, "Train", seed=5) for c in (multiscale_config(root), cfg))
+    for (a, _, ia), (b, _, ib) in zip(single, multi):
+        assert np.array_equal(ia, ib) and np.array_equal(a.numpy(), b.numpy())
+    cfg["DataLoader"]["Train"]["loader"]["num_workers"] = 0
     # MultiScaleSampler needs MultiScaleDataset
     bad = multiscale_config(root)
     bad["DataLoader"]["Train"]["dataset"]["name"] = "ImageNetDataset"
@@ -173,6 +179,25 @@ def test_rasampler_repeats_each_image_across_cards():
     assert len(set(draws)) == 3 and draws[0] == sample_rng(7, 4, 10).random()
     with pytest.raises(ConfigError, match="at least 256 images"):
         RASampler(Indices(200), 8, num_replicas=1, rank=0)
+
+
+def test_rasampler_copies_are_augmented_differently(tiny_data):
+    root, _, _ = tiny_data
+    ops = [{"DecodeImage": {"to_rgb": True, "channel_first": False}},
+           {"RandCropImage": {"size": 32, "scale": [0.3, 1.0]}}]
+    cfg = {"Global": {}, "Arch": {"class_num": 10}, "DataLoader": {"Train": {
+        "dataset": {"name": "ImageNetDataset", "image_root": root,
+                    "cls_label_path": os.path.join(root, "train_list.txt"), "transform_ops": ops},
+        "sampler": {"name": "RASampler", "batch_size": 6, "shuffle": True, "num_repeats": 3},
+        "loader": {"num_workers": 0}}}}
+    loader = build_dataloader(cfg, "Train", seed=2)
+    n = len(loader.dataset)  # 1437 digits: 1280 samples an epoch, 214 batches (the last one of 2)
+    assert len(loader) == math.ceil(n // 256 * 256 / 6)
+    images, labels, indices = next(iter(loader))
+    assert indices.tolist()[:3] == [indices[0]] * 3  # one card: the three copies in a row
+    assert labels.numpy().tolist()[:3] == [labels.numpy()[0]] * 3
+    copies = images.numpy()[:3]
+    assert not np.array_equal(copies[0], copies[1]) and not np.array_equal(copies[1], copies[2])
 
 
 def test_batchsampler_is_paddle_batchsampler_over_all_data():
