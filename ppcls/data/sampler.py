@@ -3,7 +3,7 @@
 ``DistributedBatchSampler`` is ``paddle.io.DistributedBatchSampler`` (each rank its own shard,
 padded to equal length; shuffle order seeded by the epoch; rank and world size from the
 ``paddle.distributed.launch`` environment unless given) whose batches are lists of
-``(index, epoch)`` keys instead of bare indices, so the dataset knows the epoch of every sample
+``SampleKey(index, epoch)`` keys instead of bare indices, so the dataset knows the epoch of every sample
 it makes, in whichever worker process. Call ``set_epoch(epoch)`` before each epoch (a resumed
 run then sees the same order and augmentation as an uninterrupted one); without it the epoch
 counts up by one per pass.
