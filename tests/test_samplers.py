@@ -9,6 +9,7 @@ whole path (MultiScale at 32 and 64 px, progressive over four stages).
 
 import math
 import os
+import shutil
 from collections import Counter
 
 import numpy as np
@@ -20,7 +21,26 @@ from ppcls.data.dataset import ImageNetDataset, MultiScaleDataset, SampleKey, sa
 from ppcls.data.sampler import BatchSampler, DistributedBatchSampler, MultiScaleSampler, RASampler
 from ppcls.engine.progressive import ProgressiveTraining, stage_of
 from ppcls.utils.errors import ConfigError, DataError
-from test_engine_utils import QUICKSTART, TRAIN, command, log_lines, run_ok, tiny_data  # noqa: F401
+from test_engine_utils import QUICKSTART, load_params, log_lines, tiny_data  # noqa: F401
+
+
+def train_here(path, overrides, monkeypatch, trace=None):
+    """``tools/train.py -c path -o ...`` in this process (the tools are thin over it); returns
+    the lines of train.log."""
+    from ppcls.engine import train
+    from ppcls.utils.config import get_config
+
+    if trace is not None:
+        monkeypatch.setenv("PPCLS_TRACE_DIR", str(trace))
+    else:
+        monkeypatch.delenv("PPCLS_TRACE_DIR", raising=False)
+    # Global.fast_cpu off: its kernels set process-wide thread counts (tools/train.py runs have
+    # them on; a by-hand MobileViTV3_S run at 32/64/96 px used them)
+    cfg = get_config(str(path), list(overrides) + ["Global.fast_cpu=False"])
+    train(cfg)
+    log = os.path.join(cfg["Global"]["output_dir"], cfg["Arch"]["name"], "train.log")
+    with open(log) as f:
+        return f.read()
 
 
 class Indices:
@@ -110,7 +130,7 @@ def multiscale_config(root):
     return cfg
 
 
-def test_multiscale_loader_batches_and_a_short_run(tiny_data, tmp_path):
+def test_multiscale_loader_batches_and_a_short_run(tiny_data, tmp_path, monkeypatch):
     root, train_labels, _ = tiny_data
     cfg = multiscale_config(root)
     # pairs: (32, 32, 8) and (64, 64, int(32*32*8 / 64**2) = 2)
@@ -143,12 +163,12 @@ def test_multiscale_loader_batches_and_a_short_run(tiny_data, tmp_path):
     path = tmp_path / "ms.yaml"
     path.write_text(yaml.safe_dump(cfg))
     trace = tmp_path / "trace"
-    proc = run_ok(command(TRAIN, str(path), []), PPCLS_TRACE_DIR=str(trace))
+    log = train_here(path, [], monkeypatch, trace)
     steps = [yaml.safe_load(line) for line in (trace / "trace.rank0.jsonl").read_text().splitlines()]
     assert len(steps) == 6
     assert {len(s["indices"]) for s in steps} == {8, 2}  # 32 px batches of 8 and 64 px batches of 2
     assert len({s["params"] for s in steps}) == 6  # every step updated the weights
-    assert len(log_lines(proc.stdout + proc.stderr, "[Train][Epoch 1/1][Iter:")) == 6
+    assert len(log_lines(log, "[Train][Epoch 1/1][Iter:")) == 6
 
 
 # ---------------------------------------------------------------- RASampler, BatchSampler
@@ -266,7 +286,7 @@ def test_progressive_stages_follow_paddleclas():
             "dataset": {"transform_ops": EFFNETV2_OPS[:1]}}}})
 
 
-def test_progressive_run_grows_size_magnitude_and_dropout(tiny_data, tmp_path):
+def test_progressive_run_grows_size_magnitude_and_dropout(tiny_data, tmp_path, monkeypatch):
     root, _, _ = tiny_data
     ops = [dict(op) for op in EFFNETV2_OPS]
     ops[1] = {"RandCropImage": {"size": 32, "progress_size": [32, 40, 48, 56], "scale": [0.5, 1.0]}}
@@ -276,6 +296,7 @@ def test_progressive_run_grows_size_magnitude_and_dropout(tiny_data, tmp_path):
             "Arch.dropout=[0.1, 0.2, 0.3, 0.4]", "Global.device=cpu",
             f"Global.output_dir={tmp_path / 'out'}", "Global.epochs=4", "Global.eval_during_train=False",
             "Global.max_iters_per_epoch=1", "Global.seed=3", "Global.train_mode=progressive",
+            "Global.save_interval=1",
             "Optimizer.lr.warmup_epoch=0", "Global.print_batch_step=1"]
     with open(QUICKSTART) as f:
         cfg = yaml.safe_load(f)
@@ -283,14 +304,25 @@ def test_progressive_run_grows_size_magnitude_and_dropout(tiny_data, tmp_path):
     path = tmp_path / "prog.yaml"
     path.write_text(yaml.safe_dump(cfg))
     trace = tmp_path / "trace"
-    proc = run_ok(command(TRAIN, str(path), over), PPCLS_TRACE_DIR=str(trace))
-    stages = log_lines(proc.stdout + proc.stderr, "Training stage:")
+    stages = log_lines(train_here(path, over, monkeypatch, trace), "Training stage:")
     assert len(stages) == 4
     for k, (size, mag, drop) in enumerate(zip([32, 40, 48, 56], [5.0, 8.3333333333, 11.66666666667, 15.0],
                                               [0.1, 0.2, 0.3, 0.4])):
         assert (f"Training stage: [{k + 1}/4](random_aug_magnitude={mag}, train_image_size={size}, "
                 f"dropout_rate={drop})") in stages[k]
     assert len((trace / "trace.rank0.jsonl").read_text().splitlines()) == 4
+    # resumed from epoch 2, the run enters stage 3 with the same values and ends where the
+    # uninterrupted run ended
+    resumed = tmp_path / "resumed" / "MobileNeXt_x0_35"
+    resumed.mkdir(parents=True)
+    for f in (tmp_path / "out" / "MobileNeXt_x0_35").glob("epoch_2.*"):
+        shutil.copy(f, resumed / f.name)
+    log = train_here(path, over + [f"Global.output_dir={tmp_path / 'resumed'}",
+                                   f"Global.checkpoints={resumed / 'epoch_2'}"], monkeypatch)
+    assert log_lines(log, "Training stage:")[0].endswith(stages[2].split("INFO: ")[-1])
+    a, _ = load_params(str(tmp_path / "out" / "MobileNeXt_x0_35" / "latest"))
+    b, _ = load_params(str(resumed / "latest"))
+    assert all(np.array_equal(a[k], b[k]) for k in a)
 
 
 def test_progressive_hook_rebuilds_the_loader_with_the_stage_size(tiny_data):

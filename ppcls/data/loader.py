@@ -268,6 +268,9 @@ def build_dataloader(config, mode, device="cpu", seed=None):
 def build_sampler(sp_cfg, dataset, mode="Train", where="DataLoader.Train"):
     """The batch sampler of ``DataLoader.<mode>.sampler`` (default ``DistributedBatchSampler``,
     shuffled for Train) over ``dataset``; see ``ppcls.data.sampler``."""
+    if not isinstance(sp_cfg, dict):
+        raise ConfigError(f"config section '{where}.sampler' expects a mapping such as "
+                          f"{{name: DistributedBatchSampler, batch_size: 64}}, got {sp_cfg!r}")
     sp_cfg = dict(sp_cfg)
     sp_cfg.setdefault("name", "DistributedBatchSampler")
     if sp_cfg["name"] in SAMPLERS and "shuffle" in accepted_keys(SAMPLERS.get(sp_cfg["name"]))[0]:
