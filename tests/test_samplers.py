@@ -275,7 +275,8 @@ def test_progressive_stages_follow_paddleclas():
     mags = [prog.settings(s)["random_aug_magnitude"] for s in range(4)]
     assert mags == [5.0, 8.3333333333, 11.66666666667, 15.0]
     staged = prog.stage_config(2)["DataLoader"]["Train"]["dataset"]["transform_ops"]
-    assert staged[1]["RandCropImage"]["size"] == 257 and staged[3]["RandAugmentV2"]["magnitude"] == 11.66666666667
+    assert staged[1]["RandCropImage"]["size"] == 257
+    assert staged[3]["RandAugmentV2"]["magnitude"] == 11.66666666667
     assert EFFNETV2_OPS[1]["RandCropImage"]["size"] == 171  # the config itself is untouched
     short = {"Global": {"train_mode": "progressive"}, "DataLoader": {"Train": {"dataset": {"transform_ops": [
         {"RandCropImage": {"size": 32, "progress_size": [32, 40]}}]}}}}

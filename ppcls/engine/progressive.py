@@ -57,7 +57,8 @@ class ProgressiveTraining:
         self.config = config
         self.epochs = global_value(config, "epochs")
         where = "DataLoader.Train.dataset.transform_ops"
-        ops = (((config.get("DataLoader") or {}).get("Train") or {}).get("dataset") or {}).get("transform_ops")
+        train = (config.get("DataLoader") or {}).get("Train") or {}
+        ops = (train.get("dataset") or {}).get("transform_ops")
         self.size_op = _find(ops, "progress_size")
         self.magnitude_op = _find(ops, "progress_magnitude")
         if self.size_op is None and self.magnitude_op is None:
