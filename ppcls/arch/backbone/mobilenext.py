@@ -142,8 +142,10 @@ class MobileNeXt(nn.Layer):
         self.avgpool = nn.AdaptiveAvgPool2D(1)
         # A list of rates, one per stage of progressive training (Global.train_mode), starts at
         # the first; ppcls.engine.progressive sets the stage's rate.
-        if isinstance(dropout, (list, tuple)) and not dropout:
-            raise ValueError("dropout expects a rate or a list of rates (one per stage), got []")
+        if isinstance(dropout, (list, tuple)) and not (dropout and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1 for v in dropout)):
+            raise ValueError(f"dropout expects a rate in [0, 1) or a list of them (one per stage), "
+                             f"got {dropout!r}")
         self.dropout_rate = list(dropout) if isinstance(dropout, (list, tuple)) else dropout
         first = self.dropout_rate[0] if isinstance(self.dropout_rate, list) else dropout
         self.classifier = nn.Sequential(nn.Dropout(first), nn.Linear(in_ch, class_num))
