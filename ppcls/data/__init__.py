@@ -8,9 +8,10 @@ transform ops, used by deployment) and ``ppcls.data.digits`` do not pull in ``pa
 import importlib
 
 _LAZY = {
-    "build_dataloader": "loader", "ImageDataLoader": "loader",
-    "ImageNetDataset": "dataset", "DATASETS": "dataset",
-    "DistributedBatchSampler": "sampler", "SAMPLERS": "sampler",
+    "build_dataloader": "loader", "build_sampler": "loader", "ImageDataLoader": "loader",
+    "ImageNetDataset": "dataset", "MultiScaleDataset": "dataset", "DATASETS": "dataset",
+    "DistributedBatchSampler": "sampler", "BatchSampler": "sampler", "RASampler": "sampler",
+    "MultiScaleSampler": "sampler", "SAMPLERS": "sampler",
 }
 
 __all__ = sorted(_LAZY)

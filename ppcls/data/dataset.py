@@ -15,18 +15,27 @@ is used as it is: the dataset does not transpose a second time. The decision is 
 list from its ops (each op says whether it leaves the image channel-first), not per image from
 its shape, so a 3x3 image or a 3-channel-wide one cannot be mistaken.
 
-Indexing: ``dataset[i]`` or ``dataset[(i, epoch)]`` (what ``ppcls.data.sampler`` yields). The
-random ops of ``transform_ops`` draw from a generator seeded with (seed, epoch, i), so a
-sample's augmentation does not depend on which worker process makes it, nor on what came before.
+Indexing: ``dataset[i]`` or ``dataset[SampleKey(i, epoch)]`` (what ``ppcls.data.sampler`` yields;
+a plain ``(i, epoch)`` tuple works too). The random ops of ``transform_ops`` draw from a
+generator seeded with (seed, epoch, i), so a sample's augmentation does not depend on which
+worker process makes it, nor on what came before. A key may also carry ``repeat`` (the copy
+number under ``RASampler``, added to the seed so each copy is augmented differently) and
+``size`` (the (width, height) ``MultiScaleSampler`` chose, which ``MultiScaleDataset`` crops to).
+
+``relabel: True`` (as in PaddleClas): the labels present in the list file, whatever integers
+they are, are mapped in increasing order to 0..K-1 (``dataset.label_map``: original -> new);
+K must not exceed ``class_num``.
 """
 
+import collections
+import copy
 import os
 import re
 
 import numpy as np
 import paddle
 
-from ppcls.utils.errors import DataError
+from ppcls.utils.errors import ConfigError, DataError
 from ppcls.utils.registry import Registry
 
 from .preprocess import ImageDecodeError, create_operators, transform
@@ -47,13 +56,33 @@ class BadSample:
         self.bug = bug
 
 
-def sample_rng(seed, epoch, index):
-    """The generator for the random transforms of sample ``index`` in ``epoch``."""
-    return np.random.default_rng([int(seed) % 2**64, int(epoch) % 2**64, int(index)])
+class SampleKey(collections.namedtuple("SampleKey", "index epoch repeat size", defaults=(0, None))):
+    """What a sampler yields for one sample: its ``index``, the ``epoch``, the copy number
+    ``repeat`` (``RASampler``) and the (width, height) ``size`` (``MultiScaleSampler``)."""
+
+    __slots__ = ()
 
 
-def read_list_file(list_path, image_root, delimiter=None, class_num=None, class_num_key="class_num"):
-    """Parse and check a ``path label`` list file; returns (image paths, labels, line numbers)."""
+def split_key(key, epoch):
+    """``dataset[key]``'s key -> ``SampleKey``; a bare index gets ``epoch``."""
+    if isinstance(key, SampleKey):
+        return key
+    if isinstance(key, tuple):
+        return SampleKey(*key)
+    return SampleKey(int(key), epoch)
+
+
+def sample_rng(seed, epoch, index, repeat=0):
+    """The generator for the random transforms of sample ``index`` in ``epoch`` (copy
+    ``repeat`` of it under repeated augmentation; copy 0 is the plain sample)."""
+    entropy = [int(seed) % 2**64, int(epoch) % 2**64, int(index)]
+    return np.random.default_rng(entropy + [int(repeat)] if repeat else entropy)
+
+
+def read_list_file(list_path, image_root, delimiter=None, class_num=None, class_num_key="class_num",
+                   any_label=False):
+    """Parse and check a ``path label`` list file; returns (image paths, labels, line numbers).
+    ``any_label``: accept any integer label (``relabel`` maps them afterwards)."""
     if not os.path.isfile(list_path):
         raise DataError(f"list file not found: {list_path}")
     if not os.path.isdir(image_root):
@@ -85,7 +114,8 @@ def read_list_file(list_path, image_root, delimiter=None, class_num=None, class_
             label = int(label_text) if re.fullmatch(r"[+-]?[0-9]+", label_text) else None
             if label is None:
                 problem = f"label {label_text!r} is not an integer ({expected})"
-            if label is not None and (label < 0 or (class_num is not None and label >= class_num)):
+            if label is not None and not any_label and (
+                    label < 0 or (class_num is not None and label >= class_num)):
                 bound = f"[0, {class_num})" if class_num is not None else "[0, ...)"
                 problem = f"label {label} is outside {bound} ({class_num_key} is {class_num})"
             if problem is None:
@@ -133,18 +163,32 @@ def chw_step(ops):
 @DATASETS.register
 class ImageNetDataset(paddle.io.Dataset):
     """Config keys: ``image_root``, ``cls_label_path``, ``transform_ops``, ``delimiter``
-    (default: any whitespace; the path may contain spaces, the label is the last field).
+    (default: any whitespace; the path may contain spaces, the label is the last field),
+    ``relabel`` (see the module docstring).
     The keyword-only arguments are set by ``build_dataloader`` from the rest of the config."""
 
-    def __init__(self, image_root, cls_label_path, transform_ops=None, delimiter=None, *,
-                 class_num=None, class_num_key="Arch.class_num", seed=0, where="dataset"):
+    def __init__(self, image_root, cls_label_path, transform_ops=None, delimiter=None,
+                 relabel=False, *, class_num=None, class_num_key="Arch.class_num", seed=0,
+                 where="dataset"):
         super().__init__()
+        if not isinstance(relabel, bool):
+            raise ConfigError(f"config key '{where}.relabel' expects true/false, got {relabel!r}")
         self.image_root = image_root
         self.cls_label_path = cls_label_path
+        self.transform_ops = transform_ops
+        self.where = where
         self.ops = create_operators(transform_ops, where=f"{where}.transform_ops")
         self.to_chw = chw_step(self.ops)
         self.images, self.labels, self.line_nos = read_list_file(
-            cls_label_path, image_root, delimiter, class_num, class_num_key)
+            cls_label_path, image_root, delimiter, class_num, class_num_key, any_label=relabel)
+        self.label_map = None
+        if relabel:
+            self.label_map = {old: new for new, old in enumerate(sorted(set(self.labels)))}
+            if class_num is not None and len(self.label_map) > class_num:
+                raise DataError(f"{cls_label_path}: {len(self.label_map)} different labels, "
+                                f"relabelled to 0..{len(self.label_map) - 1}, but {class_num_key} "
+                                f"is {class_num}")
+            self.labels = [self.label_map[label] for label in self.labels]
         self.seed = seed
         self.epoch = 0
 
@@ -158,15 +202,67 @@ class ImageNetDataset(paddle.io.Dataset):
     def describe(self, index):
         return f"{self.images[index]} (line {self.line_nos[index]} of {self.cls_label_path})"
 
+    def ops_for(self, size):
+        """The transform ops for a key's ``size`` (None: the configured ones)."""
+        if size is not None:
+            raise ConfigError(f"{self.where}: a sampler chose the image size {tuple(size)}, which "
+                            f"{type(self).__name__} cannot apply (MultiScaleSampler needs "
+                            "MultiScaleDataset)")
+        return self.ops
+
     def __getitem__(self, key):
-        index, epoch = key if isinstance(key, tuple) else (key, self.epoch)
+        index, epoch, repeat, size = split_key(key, self.epoch)
         index = int(index)
-        rng = sample_rng(self.seed, epoch, index)
+        rng = sample_rng(self.seed, epoch, index, repeat)
+        ops = self.ops_for(size)
         try:
-            img = transform(self.images[index], self.ops, rng)
+            img = transform(self.images[index], ops, rng)
             if self.to_chw is not None:
                 img = self.to_chw(img)
         except DataError as err:
             reason = f"cannot decode image: {err.reason}" if isinstance(err, ImageDecodeError) else str(err)
             raise DataError(f"{self.describe(index)}: {reason}") from None
         return img, np.int64(self.labels[index])
+
+
+# The ops whose ``size`` MultiScaleDataset sets to the sampler's scale (as in PaddleClas).
+SIZED_OPS = ("RandCropImage", "ResizeImage", "CropImage")
+
+
+@DATASETS.register
+class MultiScaleDataset(ImageNetDataset):
+    """``ImageNetDataset`` whose images take the (width, height) ``MultiScaleSampler`` chose for
+    their batch: every ``RandCropImage``, ``ResizeImage`` and ``CropImage`` of ``transform_ops``
+    gets that ``size`` (a ``ResizeImage`` with ``resize_short`` resizes to it instead), as in
+    PaddleClas; the list needs at least one of them. Unlike PaddleClas, which replaces those ops'
+    parameters by ``size`` alone, their other keys (``scale``, ``interpolation``,
+    ``use_log_aspect``...) are kept. Same keys as ``ImageNetDataset``; a key without a size
+    uses ``transform_ops`` as written."""
+
+    def __init__(self, image_root, cls_label_path, transform_ops=None, delimiter=None,
+                 relabel=False, *, class_num=None, class_num_key="Arch.class_num", seed=0,
+                 where="dataset"):
+        super().__init__(image_root, cls_label_path, transform_ops, delimiter, relabel,
+                         class_num=class_num, class_num_key=class_num_key, seed=seed, where=where)
+        self.sized = [i for i, item in enumerate(transform_ops or [])
+                      if isinstance(item, dict) and len(item) == 1 and next(iter(item)) in SIZED_OPS]
+        if not self.sized:
+            raise ConfigError(f"{self.where}.transform_ops: MultiScaleDataset needs a "
+                            f"{', '.join(SIZED_OPS[:-1])} or {SIZED_OPS[-1]} op, whose size it "
+                            "sets to the sampler's scale")
+        self._ops_by_size = {}
+
+    def ops_for(self, size):
+        if size is None:
+            return self.ops
+        size = (int(size[0]), int(size[1]))
+        if size not in self._ops_by_size:
+            op_list = copy.deepcopy(self.transform_ops)
+            for i in self.sized:
+                (name, params), = op_list[i].items()
+                params = dict(params or {})
+                params.pop("resize_short", None)
+                params["size"] = list(size)
+                op_list[i] = {name: params}
+            self._ops_by_size[size] = create_operators(op_list, where=f"{self.where}.transform_ops")
+        return self._ops_by_size[size]

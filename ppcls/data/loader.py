@@ -29,10 +29,10 @@ from ppcls.utils import logger
 from ppcls.utils.errors import ConfigError, DataError
 
 from ppcls.utils.global_config import global_value, selected_gpu
-from ppcls.utils.registry import build
+from ppcls.utils.registry import accepted_keys, build
 
-from .dataset import DATASETS, BadSample
-from .sampler import SAMPLERS
+from .dataset import DATASETS, BadSample, MultiScaleDataset
+from .sampler import SAMPLERS, MultiScaleSampler
 
 MODES = ("Train", "Eval")
 # Tags of the messages a batch carries from the worker to the main process.
@@ -238,16 +238,7 @@ def build_dataloader(config, mode, device="cpu", seed=None):
     dataset = build(ds_cfg, DATASETS, f"{where}.dataset", class_num=class_num,
                     class_num_key=class_num_key, seed=seed, where=f"{where}.dataset")
 
-    # sampler
-    sp_cfg = dict(section["sampler"])
-    sp_cfg.setdefault("name", "DistributedBatchSampler")
-    sp_cfg.setdefault("shuffle", mode == "Train")
-    _check_types(sp_cfg, _SAMPLER_TYPES, f"{where}.sampler")
-    batch_size = sp_cfg.get("batch_size")
-    if batch_size is None or batch_size <= 0:
-        raise ConfigError(f"config key '{where}.sampler.batch_size' expects a positive integer, "
-                          f"got {batch_size!r}")
-    sampler = build(sp_cfg, SAMPLERS, f"{where}.sampler", dataset=dataset)
+    sampler = build_sampler(section["sampler"], dataset, mode, where)
 
     # loader
     ld_cfg = dict(section.get("loader") or {})
@@ -268,6 +259,31 @@ def build_dataloader(config, mode, device="cpu", seed=None):
         dataset, sampler, skip_bad_images=global_value(config, "skip_bad_images"), places=_places(device), num_workers=num_workers,
         use_shared_memory=use_shared_memory,
         worker_init_fn=functools.partial(seed_worker, seed, rank))
+    batches = sampler.describe() if hasattr(sampler, "describe") else f"batches of {sampler.batch_size}"
     logger.info(f"{mode} data: {len(dataset)} images from {dataset.cls_label_path}, "
-                f"{len(loader)} batches of {batch_size} per card on {sampler.nranks} card(s)")
+                f"{len(loader)} {batches} per card on {sampler.nranks} card(s)")
     return loader
+
+
+def build_sampler(sp_cfg, dataset, mode="Train", where="DataLoader.Train"):
+    """The batch sampler of ``DataLoader.<mode>.sampler`` (default ``DistributedBatchSampler``,
+    shuffled for Train) over ``dataset``; see ``ppcls.data.sampler``."""
+    if not isinstance(sp_cfg, dict):
+        raise ConfigError(f"config section '{where}.sampler' expects a mapping such as "
+                          f"{{name: DistributedBatchSampler, batch_size: 64}}, got {sp_cfg!r}")
+    sp_cfg = dict(sp_cfg)
+    sp_cfg.setdefault("name", "DistributedBatchSampler")
+    if sp_cfg["name"] in SAMPLERS and "shuffle" in accepted_keys(SAMPLERS.get(sp_cfg["name"]))[0]:
+        sp_cfg.setdefault("shuffle", mode == "Train")
+    _check_types(sp_cfg, _SAMPLER_TYPES, f"{where}.sampler")
+    if "batch_size" in sp_cfg or sp_cfg["name"] == "DistributedBatchSampler":
+        batch_size = sp_cfg.get("batch_size")
+        if batch_size is None or batch_size <= 0:
+            raise ConfigError(f"config key '{where}.sampler.batch_size' expects a positive integer, "
+                              f"got {batch_size!r}")
+    sampler = build(sp_cfg, SAMPLERS, f"{where}.sampler", dataset=dataset)
+    if isinstance(sampler, MultiScaleSampler) and not isinstance(dataset, MultiScaleDataset):
+        raise ConfigError(f"{where}: MultiScaleSampler needs dataset MultiScaleDataset (the sampler "
+                          f"picks each batch's image size, the dataset crops to it), got "
+                          f"{type(dataset).__name__}")
+    return sampler

@@ -28,6 +28,7 @@ import paddle
 from ppcls.arch import build_model
 from ppcls.engine import checkpoint, distributed
 from ppcls.engine.hooks import default_hooks
+from ppcls.engine.progressive import build_train_mode
 from ppcls.ops import fast_cpu
 from ppcls.loss import build_loss
 from ppcls.metric import build_metrics
@@ -149,6 +150,7 @@ class Engine:
             if "Train" not in data_cfg:
                 raise ConfigError("DataLoader.Train is missing")
             self.train_loader = build_dataloader(config, "Train", device=self.device, seed=self.seed)
+            self.train_mode = build_train_mode(config)  # Global.train_mode: progressive, or None
             if g["eval_during_train"] and "Eval" not in data_cfg:
                 logger.warning("Global.eval_during_train is on but DataLoader.Eval is missing: "
                                "no evaluation during training")
@@ -331,6 +333,8 @@ class Engine:
     def train_epoch(self, epoch):
         g = self.g
         epochs = g["epochs"]
+        if getattr(self, "train_mode", None) is not None:
+            self.train_mode.before_epoch(self, epoch)  # may rebuild self.train_loader
         self.model.train()
         loader = self.train_loader
         sampler = getattr(loader, "batch_sampler", None)

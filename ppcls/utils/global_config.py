@@ -39,6 +39,7 @@ GLOBAL = {
     "fast_cpu": (_BOOL, True, "own CPU kernels for the depthwise/1x1 convolutions on CPU"),
     "plot_curves": (_BOOL, False, "write curves.png from train.log at the end of training"),
     "max_iters_per_epoch": (_OPT_INT, None, "cut every epoch to this many iterations"),
+    "train_mode": (_OPT_STR, None, "progressive: EfficientNetV2's progressive training (ppcls.engine.progressive)"),
     "save_best_model": (_BOOL, True, "keep best_model (the best eval metric so far)"),
     "cpu_num_threads": (_OPT_INT, None, "CPU threads (null: the CPUs available)"),
     # deployment (deploy/configs/inference_cls.yaml, ppcls.inference)

@@ -140,7 +140,15 @@ class MobileNeXt(nn.Layer):
         self.features = nn.Sequential(*features)
         self.last_channels = in_ch
         self.avgpool = nn.AdaptiveAvgPool2D(1)
-        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_ch, class_num))
+        # A list of rates, one per stage of progressive training (Global.train_mode), starts at
+        # the first; ppcls.engine.progressive sets the stage's rate.
+        if isinstance(dropout, (list, tuple)) and not (dropout and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1 for v in dropout)):
+            raise ValueError(f"dropout expects a rate in [0, 1) or a list of them (one per stage), "
+                             f"got {dropout!r}")
+        self.dropout_rate = list(dropout) if isinstance(dropout, (list, tuple)) else dropout
+        first = self.dropout_rate[0] if isinstance(self.dropout_rate, list) else dropout
+        self.classifier = nn.Sequential(nn.Dropout(first), nn.Linear(in_ch, class_num))
         self._init_weights()
 
     def _init_weights(self):

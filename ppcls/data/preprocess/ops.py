@@ -304,9 +304,9 @@ class RandCropImage:
     centred box whose ratio is in range. ``interpolation: random`` picks bilinear or bicubic
     per call.
 
-    ``progress_size`` (a list of sizes, one per stage) is what PaddleClas's progressive training
-    (EfficientNetV2) sets ``size`` from, stage by stage; the op itself, there as here, always
-    crops to ``size``. It is checked and kept as ``self.progress_size``."""
+    ``progress_size`` (a list of sizes, one per stage) is what progressive training
+    (``Global.train_mode: progressive``, ``ppcls.engine.progressive``) sets ``size`` from, stage
+    by stage; the op itself always crops to ``size``."""
 
     def __init__(self, size, scale=None, ratio=None, interpolation=None, use_log_aspect=False,
                  backend="pil", progress_size=None):
