@@ -395,3 +395,16 @@ def test_batch_ops_are_deterministic_and_checked():
                      ([{"OpSampler": {"MixupOperator": {"prob": 0.7}, "CutmixOperator": {"prob": 0.6}}}], 5)):
         with pytest.raises(ConfigError):
             create_batch_operators(bad, class_num=cls)
+
+
+def test_posterize_keeps_the_top_bits_down_to_zero():
+    """RandAugmentV2 below magnitude 2.5 asks for 0 bits (PIL refuses 0): all values become 0."""
+    from PIL import Image, ImageOps
+
+    from ppcls.data.preprocess.imageops import posterize
+
+    arr = np.random.default_rng(0).integers(0, 256, (8, 8, 3)).astype(np.uint8)
+    img = Image.fromarray(arr)
+    for bits in range(1, 8):
+        assert np.array_equal(np.asarray(posterize(img, bits)), np.asarray(ImageOps.posterize(img, bits)))
+    assert not np.asarray(posterize(img, 0)).any()

@@ -143,8 +143,12 @@ def rotate(img, degrees, fill, resample):
 
 
 def posterize(img, bits):
+    """Keep the top ``bits`` bits of every value (0 bits: black; PIL refuses 0, numpy does not)."""
     bits = int(bits)
-    return img if bits >= 8 else ImageOps.posterize(img, max(0, bits))
+    if bits >= 8:
+        return img
+    mask = (0xFF << (8 - max(0, bits))) & 0xFF
+    return Image.fromarray(np.asarray(img) & np.uint8(mask))
 
 
 def solarize(img, threshold):
