@@ -9,6 +9,9 @@ from ppcls.utils.cli import config_arg_parser, run_tool
 def main(argv=None):
     args = config_arg_parser("Train a PaddleClas-style model").parse_args(argv)
     from ppcls.engine import train
+    from ppcls.utils import profiler
+
+    profiler.configure(args.profiler_options)
     from ppcls.utils.config import get_config
 
     train(get_config(args.config, args.override))

@@ -7,6 +7,11 @@ from ppcls.utils.errors import ConfigError
 from ppcls.utils.registry import build
 from ppcls.arch import backbone  # noqa: F401  (registers the backbones)
 
+# PaddleClas Arch keys that are no constructor argument: ``infer_add_softmax`` (the export
+# appends a softmax, default True; read by ppcls.inference.export) and ``use_ssld`` (upstream
+# picks the SSLD-distilled file when downloading pretrained weights; accepted, no effect here).
+UPSTREAM_ARCH_KEYS = ("infer_add_softmax", "use_ssld")
+
 
 def build_model(config):
     """Build the network an ``Arch`` section names.
@@ -16,6 +21,8 @@ def build_model(config):
     passed to the constructor as a keyword argument.
     """
     arch = copy.deepcopy(dict(config.get("Arch", config)))
+    for key in UPSTREAM_ARCH_KEYS:  # read elsewhere (export) or naming-only upstream
+        arch.pop(key, None)
     if "name" not in arch:
         raise ConfigError("Arch.name is missing; registered models: " + ", ".join(MODELS.names()))
     return build(arch, MODELS, "Arch")

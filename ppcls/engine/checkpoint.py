@@ -303,6 +303,56 @@ def remap_optimizer_state(opt_state, saved_names, model):
     return out
 
 
+def optimizer_state(pdopt, source):
+    """The ``.pdopt`` content as one optimizer ``state_dict``. PaddleClas saves a list (one
+    state dict per optimizer: the model's, plus one for a loss with parameters); their keys are
+    distinct parameter names, so they are merged (the first ``LR_Scheduler`` wins)."""
+    parts = list(pdopt) if isinstance(pdopt, (list, tuple)) else [pdopt]
+    merged = {}
+    for part in parts:
+        if not isinstance(part, dict):
+            raise CheckpointError(f"{source} is not an optimizer state (a dict or a list of "
+                                  f"dicts), found {type(part).__name__}")
+        for key, value in part.items():
+            if key == "master_weights" and isinstance(value, dict):
+                merged.setdefault(key, {}).update(value)
+            elif key not in merged:
+                merged[key] = value
+    return merged
+
+
+def fresh_param_names(config):
+    """Structured -> Paddle-internal parameter names as a fresh process building only this
+    model would have them (``conv2d_0.w_0``, ...): the names in a PaddleClas ``.pdopt``."""
+    import paddle
+
+    from ppcls.arch import build_model
+
+    with paddle.utils.unique_name.guard():
+        return param_names(build_model(config))
+
+
+def check_optimizer_names(opt_state, model, source):
+    """Every accumulator in ``opt_state`` must belong to a parameter of ``model`` (by internal
+    name, ``<param>_<accumulator>_<n>``) with that parameter's shape (or be a scalar such as
+    Adam's ``beta1_pow_acc``). Paddle would otherwise start those buffers from zero silently."""
+    params = {p.name: list(p.shape) for p in model.parameters()}
+    names = sorted(params, key=len, reverse=True)
+    bad = []
+    for key, value in opt_state.items():
+        if key in ("LR_Scheduler", "master_weights"):
+            continue
+        owner = next((n for n in names if key.startswith(n + "_")), None)
+        shape = list(getattr(value, "shape", []))
+        if owner is None or (shape != params[owner] and int(np.prod(shape or [1])) != 1):
+            bad.append(key)
+    if bad:
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise CheckpointError(f"{source}: optimizer state {', '.join(bad[:5])}{more} fits no "
+                              "parameter of this model (a checkpoint of another architecture "
+                              "or class_num?)")
+
+
 # --------------------------------------------------------------------------- a training run
 
 
@@ -340,7 +390,13 @@ def resume_training(path, run):
                        f"{run.arch_name}")
     load_state_dict(model, {k: v.numpy() if hasattr(v, "numpy") else v
                             for k, v in ckpt["pdparams"].items()}, source=f"{path}.pdparams")
-    opt_state = remap_optimizer_state(dict(ckpt["pdopt"]), states.get("param_names"), model)
+    opt_state = optimizer_state(ckpt["pdopt"], f"{path}.pdopt")
+    saved_names = states.get("param_names")
+    if saved_names is None:  # a PaddleClas checkpoint: names as its fresh process made them
+        saved_names = fresh_param_names(run.config)
+    opt_state = remap_optimizer_state(opt_state, saved_names, model)
+    if states.get("param_names") is None:
+        check_optimizer_names(opt_state, model, f"{path}.pdopt")
     run.start_epoch = int(states["epoch"])
     lr = run.lr
     same_schedule = states.get("lr_signature") == lr.signature
@@ -383,4 +439,5 @@ def resume_training(path, run):
 
 __all__ = ["save_checkpoint", "load_checkpoint", "checkpoint_exists", "strip_suffix", "PAUSE_ENV",
            "from_paddleclas_states", "to_paddleclas_states", "rng_state", "set_rng_state",
-           "param_names", "remap_optimizer_state", "save_training", "resume_training"]
+           "param_names", "remap_optimizer_state", "save_training", "resume_training",
+           "optimizer_state", "fresh_param_names", "check_optimizer_names"]

@@ -33,7 +33,7 @@ from ppcls.ops import fast_cpu
 from ppcls.loss import build_loss
 from ppcls.metric import build_metrics
 from ppcls.optimizer import build_optimizer
-from ppcls.utils import logger
+from ppcls.utils import logger, profiler
 from ppcls.utils.config import print_config, save_config
 from ppcls.utils.errors import ConfigError, UserError
 from ppcls.utils.global_config import select_device, with_defaults
@@ -46,7 +46,8 @@ EMA_KEYS = {"decay"}
 ENGINE_KEYS = ("checkpoints", "pretrained_model", "output_dir", "device", "save_interval",
                "eval_during_train", "eval_interval", "start_eval_epoch", "epochs",
                "print_batch_step", "use_visualdl", "seed", "to_static", "max_iters_per_epoch",
-               "save_best_model", "plot_curves", "use_dali", "eval_mode")
+               "save_best_model", "plot_curves", "use_dali", "eval_mode", "update_freq",
+               "use_multilabel")
 
 
 class TrainingDiverged(UserError):
@@ -167,7 +168,8 @@ class Engine:
         if g["pretrained_model"] and not (mode == "train" and g["checkpoints"]):
             from ppcls.utils.weights import load_pretrained
 
-            load_pretrained(self.model, g["pretrained_model"])
+            # Fine-tuning (train): a classifier of another class_num keeps its initialisation.
+            load_pretrained(self.model, g["pretrained_model"], skip_mismatched_head=mode == "train")
             logger.info(f"Loaded pretrained weights from {g['pretrained_model']}")
         elif g["pretrained_model"]:
             logger.warning(f"Global.pretrained_model ({g['pretrained_model']}) is ignored: "
@@ -218,6 +220,9 @@ class Engine:
         if self.g["use_dali"]:
             raise ConfigError("Global.use_dali: True is not supported (no DALI data loading here); "
                               "set it to False")
+        if self.g["use_multilabel"]:
+            raise ConfigError("Global.use_multilabel: True is not supported (single-label "
+                              "classification only); set it to False")
         if self.g["eval_mode"] != "classification":
             raise ConfigError(f"Global.eval_mode expects 'classification', got {self.g['eval_mode']!r}")
         if self.mode == "train":
@@ -226,7 +231,7 @@ class Engine:
                     raise ConfigError(f"the config has no {section} section, which training needs")
             if not (self.config["Loss"] or {}).get("Train"):
                 raise ConfigError("Loss.Train is missing (e.g. [{CELoss: {weight: 1.0}}])")
-        for key in ("epochs", "print_batch_step", "eval_interval"):
+        for key in ("epochs", "print_batch_step", "eval_interval", "update_freq"):
             if self.g[key] < 1:
                 raise ConfigError(f"Global.{key} must be at least 1, got {self.g[key]}")
         if self.g["save_interval"] < 0:
@@ -278,8 +283,23 @@ class Engine:
                               "drop_last off)")
         if g["max_iters_per_epoch"]:
             iters = min(iters, g["max_iters_per_epoch"])
-        self.iters_per_epoch = iters
-        self.optimizer, self.lr = build_optimizer(config["Optimizer"], g["epochs"], iters, self.model)
+        self.iters_per_epoch = iters = self._accumulation(iters)
+        self.optimizer, self.lr = build_optimizer(config["Optimizer"], g["epochs"],
+                                                  iters // self.update_freq, self.model)
+
+    def _accumulation(self, iters):
+        """``Global.update_freq`` (gradient accumulation) as PaddleClas reads it: an epoch is
+        cut to a multiple of it, the LR schedule counts optimizer steps (``iters // N``), and
+        more than an epoch's batches falls back to 1 with a warning. Returns the batches an epoch."""
+        self.update_freq = freq = self.g["update_freq"]
+        if freq > iters:
+            logger.warning(f"Global.update_freq ({freq}) is more than the {iters} batches of an "
+                           "epoch: set to 1 (no gradient accumulation)")
+            self.update_freq = freq = 1
+        if freq > 1:
+            logger.info(f"Global.update_freq: {freq} batches per optimizer step "
+                        f"(effective batch {freq} x the loader's batch size)")
+        return iters // freq * freq
 
     def _visualdl(self):
         if not self.g["use_visualdl"] or self.rank != 0:
@@ -314,15 +334,20 @@ class Engine:
             losses = self.train_loss(logits, labels)
         return losses, logits
 
-    def _backward_and_update(self, loss):
+    def _backward_and_update(self, loss, update=True):
+        """Backward; with ``update`` (the last batch of an accumulation) also the optimizer
+        step and clearing the gradients."""
         if self.scaler is not None:
             scaled = self.scaler.scale(loss)
             scaled.backward()
-            self.scaler.minimize(self.optimizer, scaled)
+            if update:
+                self.scaler.minimize(self.optimizer, scaled)
         else:
             loss.backward()
-            self.optimizer.step()
-        self.optimizer.clear_grad()
+            if update:
+                self.optimizer.step()
+        if update:
+            self.optimizer.clear_grad()
 
     def _last_checkpoint_note(self):
         latest = os.path.join(self.output_dir, "latest")
@@ -358,11 +383,15 @@ class Engine:
                     f"the loss is {loss_value} at epoch {epoch}, iteration {it} "
                     f"(lr {lr_now:.8g}): training stopped; "
                     f"{self._last_checkpoint_note()} (lower Optimizer.lr.learning_rate?)")
-            self._backward_and_update(loss)
-            if not self.lr.by_epoch:
+            # Gradient accumulation: each of N batches adds the gradient of loss / N.
+            update = (it + 1) % self.update_freq == 0
+            self._backward_and_update(loss / self.update_freq if self.update_freq > 1 else loss,
+                                      update)
+            if update and not self.lr.by_epoch:
                 self.lr.scheduler.step()
-            if self.ema is not None:
+            if update and self.ema is not None:
                 self.ema.update(_bare(self.model))
+            profiler.step()  # -p/--profiler_options (no-op without)
             for hook in self.hooks:
                 hook.after_step(self, {"epoch": epoch, "iter": it, "indices": indices,
                                        "labels": labels})
@@ -398,7 +427,7 @@ class Engine:
         g = self.g
         if not g["eval_during_train"] or self.eval_loader is None:
             return False
-        if epoch <= g["start_eval_epoch"]:
+        if epoch < g["start_eval_epoch"]:  # PaddleClas: evaluates from start_eval_epoch on
             return False
         return epoch % g["eval_interval"] == 0 or epoch == g["epochs"]
 
@@ -446,6 +475,17 @@ class Engine:
 
     # ------------------------------------------------------------------ evaluation
 
+    @staticmethod
+    def _log_eval_iter(epoch, it, total, n, current_loss, running_metrics, batch_cost, reader_cost):
+        """PaddleClas's eval iteration line: this batch's losses, the metrics averaged over the
+        images so far (this process's), timings averaged from the 6th batch on, images/sec."""
+        msg = ", ".join([f"{k}: {v:.5f}" for k, v in current_loss.items()]
+                        + [f"{k}: {v:.5f}" for k, v in running_metrics.items()])
+        ips = n / batch_cost.avg if batch_cost.avg > 0 else 0.0
+        logger.info(f"[Eval][Epoch {epoch}][Iter: {it}/{total}]{msg}{', ' if msg else ''}"
+                    f"batch_cost: {batch_cost.avg:.5f}s, reader_cost: {reader_cost.avg:.5f}, "
+                    f"ips: {ips:.5f} images/sec")
+
     @paddle.no_grad()
     def evaluate(self, epoch=0):
         """Evaluate on ``DataLoader.Eval`` (the EMA weights when there are any); returns
@@ -463,8 +503,11 @@ class Engine:
         all_idx, all_hits = [], []
         names = self.eval_metrics.names
         batch_cost, reader_cost = AverageMeter(), AverageMeter()
+        current_loss, running_hits = {}, dict.fromkeys(names, 0.0)
         tic = time.time()
         for it, (images, labels, indices) in enumerate(loader):
+            if it == 5:  # as PaddleClas: the timings leave out the first batches
+                batch_cost, reader_cost = AverageMeter(), AverageMeter()
             reader_cost.update(time.time() - tic)
             n = int(images.shape[0])
             with self._autocast(training=False):
@@ -472,8 +515,11 @@ class Engine:
             logits = logits.astype("float32")
             if self.eval_loss is not None:
                 for name, value in self.eval_loss(logits, labels).items():
+                    current_loss[name] = float(value)
                     loss_meters.setdefault(name, AverageMeter()).update(float(value), n)
             hits = self.eval_metrics(logits, labels)
+            for k in names:
+                running_hits[k] += float(hits[k].sum())
             if multi:  # each sample counted once over the padded shards, by its index
                 all_idx.append(np.asarray(indices, dtype="int64"))
                 all_hits.append(np.stack([hits[k].numpy() for k in names], axis=1)
@@ -484,13 +530,9 @@ class Engine:
             seen += n
             batch_cost.update(time.time() - tic)
             if it % self.g["print_batch_step"] == 0:
-                msg = ", ".join([f"{k}: {m.avg:.5f}" for k, m in loss_meters.items()]
-                                + [f"{k}: {float(hits[k].mean()):.5f}" for k in names])
-                ips = n / batch_cost.avg if batch_cost.avg > 0 else 0.0
-                logger.info(f"[Eval][Epoch {epoch}][Iter: {it}/{total}]{msg}{', ' if msg else ''}"
-                            f"batch_cost: {batch_cost.avg:.5f}s, reader_cost: {reader_cost.avg:.5f}, "
-                            f"ips: {ips:.5f} samples/s")
-                batch_cost, reader_cost = AverageMeter(), AverageMeter()
+                self._log_eval_iter(epoch, it, total, n, current_loss,
+                                    {k: running_hits[k] / seen for k in names},
+                                    batch_cost, reader_cost)
             tic = time.time()
 
         results = {}

@@ -41,10 +41,11 @@ DEFAULT_WARMUP_BENCHMARK = 2
 
 
 def format_result(result):
-    """A result dict as predict_cls prints it."""
-    scores = [round(float(s), 2) for s in result["scores"]]
-    return (f"{result['file_name']}:\tclass id(s): {result['class_ids']}, score(s): {scores}, "
-            f"label_name(s): {result.get('label_names', [])}")
+    """A result dict as PaddleClas's predict_cls prints it: the file's base name, scores with
+    two decimals (``[0.93, 0.02, 0.00]``)."""
+    scores = "[" + ", ".join(f"{float(s):.2f}" for s in result["scores"]) + "]"
+    return (f"{os.path.basename(result['file_name'])}:\tclass id(s): {result['class_ids']}, "
+            f"score(s): {scores}, label_name(s): {result.get('label_names', [])}")
 
 
 def _sections(cfg, record, model_dir):

@@ -8,10 +8,11 @@ The config's ``Infer`` section::
       transforms: [DecodeImage, ResizeImage, CropImage, NormalizeImage, ToCHWImage]
       PostProcess: {name: Topk, topk: 5, class_id_map_file: ppcls/utils/imagenet1k_label_list.txt}
 
-Weights: ``Global.pretrained_model`` (or ``Arch.pretrained``). Each image's result is printed
-as PaddleClas's dict, softmax scores rounded to 5 decimals::
+Weights: ``Global.pretrained_model`` (or ``Arch.pretrained``). As PaddleClas's
+``tools/infer.py``, each batch is printed as one list of result dicts, softmax scores rounded
+to 5 decimals, ``label_names`` empty without a ``class_id_map_file``::
 
-    {'class_ids': [...], 'scores': [...], 'file_name': '...', 'label_names': [...]}
+    [{'class_ids': [...], 'scores': [...], 'file_name': '...', 'label_names': [...]}, ...]
 
 Unreadable images are named on stderr, one line each, and skipped; the exit code is then 1.
 """
@@ -38,7 +39,7 @@ def set_device(cfg):
 
 
 def predict(cfg, emit=print):
-    """Run ``cfg``'s model over ``Infer.infer_imgs``; ``emit`` each result dict.
+    """Run ``cfg``'s model over ``Infer.infer_imgs``; ``emit`` each batch's list of result dicts.
 
     Returns ``(results, exit_code)``: the result dicts in file order, and 0 when every image was
     predicted, 1 when some could not be read.
@@ -71,7 +72,7 @@ def predict(cfg, emit=print):
             if isinstance(logits, dict):
                 logits = logits["logits"]
             scores = paddle.nn.functional.softmax(logits, axis=-1).numpy()
-            for result in postprocess(scores, names):
-                emit(result)
-                results.append(result)
+            batch_results = postprocess(scores, names)
+            emit(batch_results)
+            results.extend(batch_results)
     return results, batches.exit_code()

@@ -216,7 +216,8 @@ def export_model(cfg):
     g = cfg.get("Global") or {}
     out_dir = g.get("save_inference_dir") or DEFAULT_SAVE_DIR
     shape = image_shape(cfg)
-    with_softmax = g.get("export_softmax", True)
+    # PaddleClas's Arch.infer_add_softmax (default True) and our Global.export_softmax: both must allow it.
+    with_softmax = g.get("export_softmax", True) and (cfg.get("Arch") or {}).get("infer_add_softmax", True)
     want_onnx = g.get("export_onnx")  # None: when paddle2onnx is importable
     transforms = deploy_transforms(cfg)
     post = _postprocess(cfg)

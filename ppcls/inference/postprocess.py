@@ -38,7 +38,7 @@ class Topk:
     """The ``topk`` best classes of each row of a score matrix, as PaddleClas's result dicts.
 
     ``{'class_ids': [...], 'scores': [...] (5 decimals), 'file_name': ..., 'label_names': [...]}``
-    (``label_names`` only when a ``class_id_map_file`` is given). Scores are used as given:
+    (``label_names`` empty without a ``class_id_map_file``, as PaddleClas). Scores are used as given:
     probabilities when the model ends in softmax.
     """
 
@@ -70,8 +70,9 @@ class Topk:
             result = {"class_ids": ids.tolist(),
                       "scores": np.around(row[ids].astype(np.float64), 5).tolist(),
                       "file_name": name}
-            if self.class_id_map is not None:
-                result["label_names"] = [self.class_id_map.get(i, "") for i in result["class_ids"]]
+            # As PaddleClas: always present, empty without a class_id_map_file.
+            result["label_names"] = ([self.class_id_map.get(i, "") for i in result["class_ids"]]
+                                     if self.class_id_map is not None else [])
             results.append(result)
         return results
 

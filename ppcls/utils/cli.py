@@ -12,6 +12,10 @@ def config_arg_parser(description):
     parser.add_argument("-c", "--config", required=True, help="YAML config file")
     parser.add_argument("-o", "--override", action="append", default=[],
                         help="override a config value, e.g. -o Global.epochs=10 (repeatable)")
+    parser.add_argument("-p", "--profiler_options", type=str, default=None,
+                        help="PaddleClas's profiler string, e.g. 'batch_range=[10,20];state=All;"
+                             "profile_path=model.profile' (training iterations; see "
+                             "ppcls/utils/profiler.py)")
     return parser
 
 

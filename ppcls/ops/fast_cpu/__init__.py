@@ -55,7 +55,8 @@ def disable(model):
 def setup(model, global_config=None, device="cpu", amp=False, world_size=1):
     """What the engine calls after building the model: ``enable`` when ``wanted``.
 
-    Off under AMP (the kernels are float32; AMP keeps Paddle's own). Threads:
+    Off under AMP (the kernels are float32; AMP keeps Paddle's own) and under
+    ``Global.to_static`` (one log line: the graph uses Paddle's kernels). Threads:
     ``Global.cpu_num_threads``, else the available CPUs shared among ``world_size``
     processes. Logs one line saying what it did; returns the number of layers switched.
     """
@@ -63,6 +64,10 @@ def setup(model, global_config=None, device="cpu", amp=False, world_size=1):
 
     global_config = global_config or {}
     if amp or not wanted(global_config, device):
+        return 0
+    if global_config.get("to_static"):
+        # The kernels are dygraph-only custom ops; paddle.jit.to_static cannot trace them.
+        logger.info("Global.fast_cpu is off under Global.to_static: the graph uses Paddle's kernels")
         return 0
     threads = global_config.get("cpu_num_threads") or max(1, runtime.default_threads() // max(1, world_size))
     count = enable(model, threads)
