@@ -138,7 +138,7 @@ def top1_on_images(model_dir):
     import numpy as np
 
     from ppcls.data.preprocess import create_operators, decode_image, transform
-    from ppcls.inference.export import read_inference_yml
+    from ppcls.inference.artifacts import read_inference_yml
     from ppcls.inference.predictor import create_predictor
 
     record = read_inference_yml(model_dir)

@@ -17,7 +17,7 @@ import numpy as np
 
 def predictions(model_dir, paths, batch_size=32):
     from ppcls.data.preprocess import create_operators, decode_image, transform
-    from ppcls.inference.export import read_inference_yml
+    from ppcls.inference.artifacts import read_inference_yml
     from ppcls.inference.predictor import create_predictor
 
     record = read_inference_yml(model_dir)

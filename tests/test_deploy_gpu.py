@@ -114,7 +114,7 @@ def test_tensorrt_fp32_takes_the_image_shape_from_inference_yml_gpu(export_dir, 
     monkeypatch.setattr(inference, "Config", RecordingConfig)
     monkeypatch.setattr(inference, "create_predictor", lambda config: (_ for _ in ()).throw(
         RuntimeError("needs a GPU")))
-    from ppcls.inference.export import read_inference_yml
+    from ppcls.inference.artifacts import read_inference_yml
     from ppcls.utils.errors import UserError
 
     record = read_inference_yml(export_dir)

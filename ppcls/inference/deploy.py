@@ -30,7 +30,7 @@ import io
 import os
 
 from ppcls.inference.benchmark import StageTimer
-from ppcls.inference.export import file_status, read_inference_yml
+from ppcls.inference.artifacts import file_status, read_inference_yml
 from ppcls.inference.images import ImageBatches, list_images
 from ppcls.inference.postprocess import build_postprocess, softmax
 from ppcls.inference.predictor import create_predictor

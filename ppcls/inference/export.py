@@ -21,24 +21,19 @@ export is refused rather than replaced.
 """
 
 import copy
-import hashlib
 import os
 import shutil
 import tempfile
 
-import yaml
-
+from ppcls.inference.artifacts import (EXPORT_FILES, ONNX_FILE, find_model_files, read_inference_yml,
+                                      write_record)
 from ppcls.utils import logger
 from ppcls.utils.errors import ConfigError, UserError
 
-INFERENCE_YML = "inference.yml"
 DEFAULT_IMAGE_SHAPE = [3, 224, 224]
 DEFAULT_SAVE_DIR = "./inference"
 ONNX_OPSET = 11
 _SKIPPED_OPS = ("DecodeImage",)  # deployment decodes the file itself
-# files an export may hold besides those its inference.yml names (older exports had no Files)
-EXPORT_FILES = ("inference.json", "inference.pdiparams", "inference.pdmodel", "inference.onnx",
-                "inference.pdiparams.info", INFERENCE_YML, "quant_post_static_model")
 
 
 def image_shape(cfg):
@@ -130,27 +125,6 @@ def _softmax_head(model):
     head = SoftmaxHead(model)
     head.eval()
     return head
-
-
-def sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return "sha256:" + digest.hexdigest()
-
-
-def write_record(folder, record):
-    """Write ``record`` as ``folder/inference.yml`` with ``Files``: the hash of every other file."""
-    record = dict(record)
-    record["Files"] = {name: sha256_file(os.path.join(folder, name))
-                       for name in sorted(os.listdir(folder))
-                       if name != INFERENCE_YML and os.path.isfile(os.path.join(folder, name))}
-    tmp = os.path.join(folder, f".{INFERENCE_YML}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        yaml.safe_dump(record, f, sort_keys=False, allow_unicode=True)
-    os.replace(tmp, os.path.join(folder, INFERENCE_YML))
-    return record
 
 
 def _check_replaceable(out_dir):
@@ -276,25 +250,8 @@ def _export_onnx_into(folder, want_onnx):
             "(use_onnx: auto); -o Global.export_onnx=False skips it")
 
 
-def read_inference_yml(model_dir):
-    """The ``inference.yml`` of an export, or ``None`` when the export has none (older exports)."""
-    path = os.path.join(model_dir, INFERENCE_YML)
-    if not os.path.isfile(path):
-        return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            record = yaml.safe_load(f)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
-    if not isinstance(record, dict):
-        raise ConfigError(f"{path}: expected a mapping (Global, PreProcess, PostProcess)")
-    return record
-
-
 def _convert_onnx(model_dir, opset_version=ONNX_OPSET, target=None):
     """paddle2onnx of the Paddle model in ``model_dir`` to ``target`` (default ``inference.onnx``)."""
-    from ppcls.inference.predictor import ONNX_FILE, find_model_files
-
     try:
         import paddle2onnx
     except ImportError:
@@ -329,23 +286,3 @@ def export_onnx(model_dir, opset_version=ONNX_OPSET):
     return target
 
 
-def file_status(model_dir, record, name):
-    """``(True, "")`` when ``model_dir/name`` exists and matches ``record``'s hash; ``(False, why)``
-    when it is missing or not part of the recorded export (such a file is ignored). A recorded
-    file whose content differs is refused: ``ConfigError``. Exports without ``Files`` (written
-    before hashes were recorded) are trusted as they are."""
-    path = os.path.join(model_dir, name)
-    if not os.path.isfile(path):
-        return False, f"{model_dir} has no {name}"
-    files = (record or {}).get("Files")
-    if not isinstance(files, dict):
-        return True, ""
-    if name not in files:
-        return False, (f"{path} is not part of the export recorded in {INFERENCE_YML} "
-                       f"(added afterwards)")
-    actual = sha256_file(path)
-    if actual != files[name]:
-        raise ConfigError(f"{path} does not match the hash recorded in "
-                          f"{os.path.join(model_dir, INFERENCE_YML)} (recorded {files[name]}, found "
-                          f"{actual}): the file changed after export; export the model again")
-    return True, ""

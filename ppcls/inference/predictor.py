@@ -35,37 +35,18 @@ import tempfile
 
 import numpy as np
 
+from ppcls.inference.artifacts import (MODEL_FILES, ONNX_FILE, file_status, find_model_files,
+                                      read_inference_yml)
 from ppcls.utils import logger
 from ppcls.utils.errors import ConfigError, UserError
 from ppcls.utils.registry import Registry
 
-MODEL_FILES = (("inference.json", "inference.pdiparams"),     # Paddle 3 (PIR)
-               ("inference.pdmodel", "inference.pdiparams"))  # Paddle 2.x
-ONNX_FILE = "inference.onnx"
 DEFAULT_GPU_MEM = 8000
 TRT_MIN_SUBGRAPH_SIZE = 3
 TRT_WORKSPACE = 1 << 30
 DEFAULT_IMAGE_SHAPE = [3, 224, 224]
 
 BACKENDS = Registry("inference back-end")
-
-
-def find_model_files(model_dir, key="Global.inference_model_dir"):
-    """``(model_file, params_file)`` of the export in ``model_dir`` (json first, then pdmodel)."""
-    if not isinstance(model_dir, str) or not os.path.isdir(model_dir):
-        raise ConfigError(f"{key}: no such folder: {model_dir}")
-    for model_name, params_name in MODEL_FILES:
-        model_file = os.path.join(model_dir, model_name)
-        if os.path.isfile(model_file):
-            params_file = os.path.join(model_dir, params_name)
-            if not os.path.isfile(params_file):
-                raise ConfigError(f"{key}: {model_file} has no weights beside it "
-                                  f"(expected {params_file})")
-            return model_file, params_file
-    present = ", ".join(sorted(os.listdir(model_dir))) or "nothing"
-    raise ConfigError(f"{key}: {model_dir} holds no exported model (expected inference.json + "
-                      f"inference.pdiparams, or inference.pdmodel + inference.pdiparams; found "
-                      f"{present}); export one with tools/export_model.py")
 
 
 def cpu_threads(requested):
@@ -237,8 +218,6 @@ def paddle_config(model_dir=None, plan=None, **options):
 
 def _checked(model_dir, record, name):
     """``(ok, why)``: ``name`` exists in ``model_dir`` and matches its ``inference.yml`` hash."""
-    from ppcls.inference.export import file_status
-
     return file_status(model_dir, record, name)
 
 
@@ -377,8 +356,6 @@ def choose_backend(g, record=None):
     choice, names = _preference(g)
     model_dir = g["inference_model_dir"]
     if record is None:
-        from ppcls.inference.export import read_inference_yml
-
         record = read_inference_yml(model_dir) if os.path.isdir(model_dir) else None
     reasons = []
     for name in names:

@@ -96,8 +96,8 @@ def _calibration_batches(paths, op_list, batch_size):
 
 def quantize_export(fp32_dir, out_dir, cfg, options=None):
     """Write the INT8 export of the fp32 export ``fp32_dir`` to ``out_dir`` (whole); returns it."""
-    from ppcls.inference.export import (_convert_onnx, commit_export, export_tmp_dir,
-                                        read_inference_yml, write_record)
+    from ppcls.inference.artifacts import read_inference_yml, write_record
+    from ppcls.inference.export import _convert_onnx, commit_export, export_tmp_dir
 
     options = _quant_options(options)
     q = _ort_quantization()

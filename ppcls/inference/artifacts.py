@@ -1,0 +1,93 @@
+"""What an export folder holds: its file names, the ``inference.yml`` record with a content hash
+of every file, and reading that record back (shared by export, quantization and prediction)."""
+
+import hashlib
+import os
+
+import yaml
+
+from ppcls.utils.errors import ConfigError
+
+INFERENCE_YML = "inference.yml"
+ONNX_FILE = "inference.onnx"
+MODEL_FILES = (("inference.json", "inference.pdiparams"),     # Paddle 3 (PIR)
+               ("inference.pdmodel", "inference.pdiparams"))  # Paddle 2.x
+# files an export may hold besides those its inference.yml names (older exports had no Files)
+EXPORT_FILES = ("inference.json", "inference.pdiparams", "inference.pdmodel", "inference.onnx",
+                "inference.pdiparams.info", INFERENCE_YML, "quant_post_static_model")
+
+
+def find_model_files(model_dir, key="Global.inference_model_dir"):
+    """``(model_file, params_file)`` of the export in ``model_dir`` (json first, then pdmodel)."""
+    if not isinstance(model_dir, str) or not os.path.isdir(model_dir):
+        raise ConfigError(f"{key}: no such folder: {model_dir}")
+    for model_name, params_name in MODEL_FILES:
+        model_file = os.path.join(model_dir, model_name)
+        if os.path.isfile(model_file):
+            params_file = os.path.join(model_dir, params_name)
+            if not os.path.isfile(params_file):
+                raise ConfigError(f"{key}: {model_file} has no weights beside it "
+                                  f"(expected {params_file})")
+            return model_file, params_file
+    present = ", ".join(sorted(os.listdir(model_dir))) or "nothing"
+    raise ConfigError(f"{key}: {model_dir} holds no exported model (expected inference.json + "
+                      f"inference.pdiparams, or inference.pdmodel + inference.pdiparams; found "
+                      f"{present}); export one with tools/export_model.py")
+
+
+def sha256_file(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
+def write_record(folder, record):
+    """Write ``record`` as ``folder/inference.yml`` with ``Files``: the hash of every other file."""
+    record = dict(record)
+    record["Files"] = {name: sha256_file(os.path.join(folder, name))
+                       for name in sorted(os.listdir(folder))
+                       if name != INFERENCE_YML and os.path.isfile(os.path.join(folder, name))}
+    tmp = os.path.join(folder, f".{INFERENCE_YML}.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        yaml.safe_dump(record, f, sort_keys=False, allow_unicode=True)
+    os.replace(tmp, os.path.join(folder, INFERENCE_YML))
+    return record
+
+
+def read_inference_yml(model_dir):
+    """The ``inference.yml`` of an export, or ``None`` when the export has none (older exports)."""
+    path = os.path.join(model_dir, INFERENCE_YML)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            record = yaml.safe_load(f)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
+    if not isinstance(record, dict):
+        raise ConfigError(f"{path}: expected a mapping (Global, PreProcess, PostProcess)")
+    return record
+
+
+def file_status(model_dir, record, name):
+    """``(True, "")`` when ``model_dir/name`` exists and matches ``record``'s hash; ``(False, why)``
+    when it is missing or not part of the recorded export (such a file is ignored). A recorded
+    file whose content differs is refused: ``ConfigError``. Exports without ``Files`` (written
+    before hashes were recorded) are trusted as they are."""
+    path = os.path.join(model_dir, name)
+    if not os.path.isfile(path):
+        return False, f"{model_dir} has no {name}"
+    files = (record or {}).get("Files")
+    if not isinstance(files, dict):
+        return True, ""
+    if name not in files:
+        return False, (f"{path} is not part of the export recorded in {INFERENCE_YML} "
+                       f"(added afterwards)")
+    actual = sha256_file(path)
+    if actual != files[name]:
+        raise ConfigError(f"{path} does not match the hash recorded in "
+                          f"{os.path.join(model_dir, INFERENCE_YML)} (recorded {files[name]}, found "
+                          f"{actual}): the file changed after export; export the model again")
+    return True, ""
