@@ -30,7 +30,7 @@ GLOBAL = {
     "save_inference_dir": (_STR, None, "where tools/export_model.py writes the export"),
     "seed": (_OPT_INT, None, "seed of every generator (null: a fresh one)"),
     "to_static": (_BOOL, False, "train the paddle.jit.to_static graph"),
-    "use_dali": (_BOOL, False, "PaddleClas's DALI loading (not supported: must be False)"),
+    "use_dali": (_BOOL, False, "PaddleClas's DALI loading; True: the built-in loader, with a warning"),
     "eval_mode": (_STR, "classification", "PaddleClas's eval mode (only classification)"),
     "class_num": (_INT, None, "number of classes (Arch.class_num wins)"),
     "skip_bad_images": (_BOOL, False, "drop undecodable images from their batch instead of stopping"),
