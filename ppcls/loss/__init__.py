@@ -8,7 +8,9 @@ PaddleClas schema::
       Eval:
         - CELoss: {weight: 1.0}
 
-Each list item is one loss with its ``weight``; the result of :func:`build_loss` returns a
+Losses: ``CELoss`` (``epsilon``), ``MixCELoss`` (its older name), ``SoftTargetCrossEntropy``.
+``labels`` are class ids, or soft targets ``float32 [N, class_num]`` when
+``batch_transform_ops`` mixed the batch. Each list item is one loss with its ``weight``; the result of :func:`build_loss` returns a
 dict with every loss by name plus ``loss``, their weighted sum (what is back-propagated and
 what the log lines print last).
 """
