@@ -310,6 +310,25 @@ def test_ema_layout_and_eval_as_paddleclas_develop(digits, tmp_path, caplog):
     np.testing.assert_array_equal(again.ema.model.state_dict()[name].numpy(), ema[name].numpy())
 
 
+def test_drop_path_rate_is_stochastic_depth_on_the_shortcut_blocks():
+    from ppcls.arch import build_model
+
+    paddle.seed(0)
+    plain = build_model({"name": "MobileNeXt_x0_35", "class_num": 10, "drop_rate": 0.0})
+    dropped = build_model({"name": "MobileNeXt_x0_35", "class_num": 10, "drop_rate": 0.0,
+                           "drop_path_rate": 0.5})
+    dropped.set_state_dict(plain.state_dict())
+    rates = [b.drop_path for b in dropped.features[1:]]
+    assert rates[0] == 0.0 and rates[-1] == pytest.approx(0.5) and rates == sorted(rates)
+    x = paddle.rand([4, 3, 32, 32])
+    plain.eval(), dropped.eval()
+    np.testing.assert_allclose(dropped(x).numpy(), plain(x).numpy(), rtol=1e-5, atol=1e-6)
+    plain.train(), dropped.train()
+    assert not np.allclose(dropped(x).numpy(), plain(x).numpy(), atol=1e-4)
+    with pytest.raises(ConfigError, match="drop_path_rate"):
+        build_model({"name": "MobileNeXt_x0_35", "drop_path_rate": 1.5})
+
+
 # --------------------------------------------------------------------------- upstream recipes
 
 RECIPES = sorted(f[:-5] for f in os.listdir(UPSTREAM) if f.endswith(".yaml") and f != "inference_cls.yaml")
@@ -318,8 +337,6 @@ RECIPES = sorted(f[:-5] for f in os.listdir(UPSTREAM) if f.endswith(".yaml") and
 FULL = {"MobileNeXt_x1_0", "ResNet50_Mixup", "EfficientNetB0",
         "professional_MobileNetV3_large_x1_0_CIFAR100_finetune"}
 BLOCKED = {
-    "DeiT_tiny_patch16_224": "Arch.drop_path_rate / drop_rate (DeiT's Arch keys) are not keys of "
-                             "MobileNeXt; PaddleClas's own MobileNeXt refuses them too",
     "ResNet50": "Arch.pretrained: True downloads PaddleClas's weights (helper runs10): no "
                 "network here",
 }
