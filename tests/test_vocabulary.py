@@ -378,8 +378,30 @@ def recipe_results(digits, tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(reason=BLOCKED[n], strict=True))
-                                  if n in BLOCKED else n for n in RECIPES])
+def _warmup_is_shortened():
+    """PaddleClas cuts a warm-up longer than the run to the run (helper runs10's change)."""
+    try:
+        build_lr({"name": "Cosine", "learning_rate": 0.1, "warmup_epoch": 5}, epochs=1, step_each_epoch=1)
+    except ConfigError:
+        return False
+    return True
+
+
+# recipes with warmup_epoch >= 1 need that rule to run for one epoch
+WARMUP = {"EfficientNetB0", "MobileNeXt_x1_0", "MobileNetV3_large_x1_0", "PPLCNet_x1_0",
+          "quick_start_MobileNetV3_large_x1_0"}
+
+
+def _marks(name):
+    if name in BLOCKED:
+        return [pytest.mark.xfail(reason=BLOCKED[name], strict=True)]
+    if name in WARMUP and not _warmup_is_shortened():
+        return [pytest.mark.xfail(reason="warm-up longer than the 1-epoch run: shortened by helper "
+                                         "runs10's build_lr change, not merged yet", strict=True)]
+    return []
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=_marks(n)) for n in RECIPES])
 def test_upstream_recipe_trains_evaluates_exports_unchanged(name, recipe_results):
     result, out = recipe_results[name]
     assert result["ok"], result.get("error")
