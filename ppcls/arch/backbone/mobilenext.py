@@ -135,9 +135,9 @@ class MobileNeXt(nn.Layer):
         super().__init__()
         if drop_rate is not None:
             dropout = drop_rate
-        for key, value in (("dropout", dropout), ("drop_path_rate", drop_path_rate)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-                raise ValueError(f"{key} must be a number in [0, 1), got {value!r}")
+        if isinstance(drop_path_rate, bool) or not isinstance(drop_path_rate, (int, float)) \
+                or not 0 <= drop_path_rate < 1:
+            raise ValueError(f"drop_path_rate must be a number in [0, 1), got {drop_path_rate!r}")
         if not 0.0 < identity_tensor_multiplier <= 1.0:
             raise ValueError("identity_tensor_multiplier must be in (0, 1], got "
                              f"{identity_tensor_multiplier}")
