@@ -388,8 +388,8 @@ def _warmup_is_shortened():
 
 
 # recipes with warmup_epoch >= 1 need that rule to run for one epoch
-WARMUP = {"DeiT_tiny_patch16_224", "EfficientNetB0", "MobileNeXt_x1_0", "MobileNetV3_large_x1_0", "PPLCNet_x1_0",
-          "quick_start_MobileNetV3_large_x1_0"}
+WARMUP = {"DeiT_tiny_patch16_224", "EfficientNetB0", "MobileNeXt_x1_0", "MobileNetV3_large_x1_0",
+          "PPLCNet_x1_0", "quick_start_MobileNetV3_large_x1_0"}
 
 
 def _marks(name):
