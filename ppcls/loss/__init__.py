@@ -10,9 +10,9 @@ PaddleClas schema::
 
 Losses: ``CELoss`` (``epsilon``), ``MixCELoss`` (its older name), ``SoftTargetCrossEntropy``.
 ``labels`` are class ids, or soft targets ``float32 [N, class_num]`` when
-``batch_transform_ops`` mixed the batch. Each list item is one loss with its ``weight``; the result of :func:`build_loss` returns a
-dict with every loss by name plus ``loss``, their weighted sum (what is back-propagated and
-what the log lines print last).
+``batch_transform_ops`` mixed the batch. Each list item is one loss with its ``weight``; the
+result of :func:`build_loss` returns a dict with every loss by name plus ``loss``, their
+weighted sum (what is back-propagated and what the log lines print last).
 """
 
 import paddle

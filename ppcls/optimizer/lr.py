@@ -177,5 +177,5 @@ def build_lr(lr_config, epochs, step_each_epoch, where="Optimizer.lr"):
                   lr_signature(lr_config, epochs, step_each_epoch))
 
 
-__all__ = ["LR_SCHEDULES", "Constant", "Cosine", "Linear", "MultiStepDecay", "Piecewise", "Step", "LRPlan", "build_lr",
-           "lr_signature"]
+__all__ = ["LR_SCHEDULES", "Constant", "Cosine", "Linear", "MultiStepDecay", "Piecewise", "Step",
+           "LRPlan", "build_lr", "lr_signature"]
