@@ -100,7 +100,7 @@ def log_lines(text, marker):
     return [line for line in text.splitlines() if marker in line]
 
 
-@pytest.mark.parametrize("key,value", [("use_dali", True), ("eval_mode", "retrieval")])
+@pytest.mark.parametrize("key,value", [("eval_mode", "retrieval")])  # use_dali: tests/test_vocabulary.py
 def test_paddleclas_global_keys_we_cannot_honour_are_refused(tmp_path, key, value):
     from ppcls.engine.engine import Engine
     from ppcls.utils.errors import ConfigError

@@ -71,7 +71,7 @@ def test_new_loss(registered):
 
 
 def test_new_lr_schedule(registered):
-    class Linear(paddle.optimizer.lr.LRScheduler):
+    class Straight(paddle.optimizer.lr.LRScheduler):  # (ppcls has its own Linear now)
         """Straight from ``learning_rate`` to ``end_lr`` over the run (after the warm-up)."""
 
         def __init__(self, learning_rate, end_lr=0.0, *, total_steps, warmup_steps):
@@ -81,8 +81,8 @@ def test_new_lr_schedule(registered):
         def get_lr(self):
             return self.base_lr + (self.end_lr - self.base_lr) * min(self.last_epoch, self.steps) / self.steps
 
-    registered(LR_SCHEDULES, Linear)
-    plan = build_lr({"name": "Linear", "learning_rate": 0.1, "end_lr": 0.0, "by_epoch": True,
+    registered(LR_SCHEDULES, Straight)
+    plan = build_lr({"name": "Straight", "learning_rate": 0.1, "end_lr": 0.0, "by_epoch": True,
                      "warmup_epoch": 1, "warmup_start_lr": 0.02}, epochs=5, step_each_epoch=7)
     rates = []
     for _ in range(5):
@@ -92,6 +92,6 @@ def test_new_lr_schedule(registered):
     assert rates == pytest.approx([0.02, 0.1, 0.075, 0.05, 0.025])
     assert plan.name == "LinearWarmup"
     with pytest.raises(ConfigError, match=r"unknown config key 'Optimizer.lr.end_rl' \(did you mean 'end_lr'\?\)"):
-        build_lr({"name": "Linear", "learning_rate": 0.1, "end_rl": 0.0}, epochs=5, step_each_epoch=7)
+        build_lr({"name": "Straight", "learning_rate": 0.1, "end_rl": 0.0}, epochs=5, step_each_epoch=7)
     with pytest.raises(ConfigError, match=r"Optimizer.lr.name: unknown LR schedule 'Linaer'.*did you mean 'Linear'"):
         build_lr({"name": "Linaer", "learning_rate": 0.1}, epochs=5, step_each_epoch=7)

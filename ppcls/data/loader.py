@@ -13,6 +13,11 @@ skipped). The loader is an ``ImageDataLoader`` (a ``paddle.io.DataLoader``) that
   ``loader.num_skipped`` (total since the loader was built), ``loader.skipped_images`` (their
   messages), ``loader.epoch_skipped`` (during the last pass); a pass that skipped any ends with
   a warning giving the count. The counts are this rank's.
+- ``DataLoader.Train.dataset.batch_transform_ops`` (PaddleClas's MixupOperator, CutmixOperator,
+  OpSampler; see ``ppcls.data.preprocess.batch_ops``): applied to each batch in the main
+  process, drawing from ``batch_rng(seed, epoch, batch index)``, so the mix is the same whatever
+  ``num_workers``. A batch then carries soft targets ``float32 [N, class_num]`` instead of
+  class ids; ``loader.batch_ops`` is the (possibly empty) list of ops.
 - Per-worker seeding of Python's and numpy's global generators (for ops that use them); the
   ops here draw from a per-sample generator instead (see ``ppcls.data.dataset``).
 """
@@ -32,6 +37,7 @@ from ppcls.utils.global_config import global_value, selected_gpu
 from ppcls.utils.registry import accepted_keys, build
 
 from .dataset import DATASETS, BadSample, MultiScaleDataset
+from .preprocess.batch_ops import apply_batch_operators, batch_rng, create_batch_operators
 from .sampler import SAMPLERS, MultiScaleSampler
 
 MODES = ("Train", "Eval")
@@ -130,6 +136,8 @@ class ImageDataLoader(paddle.io.DataLoader):
         self.skip_bad_images = bool(skip_bad_images)
         self.skipped_images = []
         self.epoch_skipped = 0
+        self.batch_ops, self.batch_seed, self.rank, self.nranks = [], 0, 0, 1
+        self._passes = 0
 
     @property
     def num_skipped(self):
@@ -138,6 +146,9 @@ class ImageDataLoader(paddle.io.DataLoader):
     def __iter__(self):
         self.epoch_skipped = 0
         skip = self.skip_bad_images
+        # the epoch the sampler is about to give its keys (set_epoch); else the pass count
+        self._pass_epoch = getattr(self.batch_sampler, "epoch", self._passes)
+        self._passes += 1
         batches = super().__iter__()
         try:
             yield from self._checked(batches, skip)
@@ -148,11 +159,13 @@ class ImageDataLoader(paddle.io.DataLoader):
             _shutdown(batches)
 
     def _checked(self, batches, skip):
+        batch_index = -1
         while True:
             try:
                 images, labels, indices, messages = next(batches)
             except StopIteration:
                 break
+            batch_index += 1
             empty = False
             for tagged in messages:
                 tag, message = tagged[0], tagged[1:]
@@ -167,11 +180,34 @@ class ImageDataLoader(paddle.io.DataLoader):
                     self.epoch_skipped += 1
                     logger.warning(f"skipped unreadable image (Global.skip_bad_images): {message}")
             if not empty:
+                if self.batch_ops:
+                    images, labels = mix_batch(self, images, labels, batch_index)
                 yield images, labels, indices.numpy()
         if self.epoch_skipped:
             logger.warning(f"skipped {self.epoch_skipped} unreadable image(s) in this pass over "
                            f"{getattr(self.dataset, 'cls_label_path', 'the data')} "
                            f"({self.num_skipped} since the start)")
+
+
+def build_batch_ops(ds_cfg, config, where):
+    """Take ``batch_transform_ops`` out of a dataset section (``ds_cfg``, modified in place)
+    and build them; ``[]`` when there are none. They need ``Arch.class_num``."""
+    op_list = ds_cfg.pop("batch_transform_ops", None)
+    if not op_list:
+        return []
+    class_num, _ = _class_num(config)
+    return create_batch_operators(op_list, where=f"{where}.batch_transform_ops", class_num=class_num)
+
+
+def mix_batch(loader, images, labels, batch_index):
+    """Apply ``loader.batch_ops`` to one batch (tensors on the loader's place): returns the
+    mixed images and the soft targets. The generator is ``batch_rng(seed, epoch, i)``, ``i``
+    counting the batches of this pass over all ranks (this rank's n-th batch is
+    ``n * nranks + rank``), so it depends on neither the worker count nor the batch timing."""
+    rng = batch_rng(loader.batch_seed, loader._pass_epoch, batch_index * loader.nranks + loader.rank)
+    mixed, targets = apply_batch_operators(images.numpy(), labels.numpy(), loader.batch_ops, rng)
+    place = images.place
+    return (paddle.to_tensor(mixed, place=place), paddle.to_tensor(targets, place=place))
 
 
 def _check_keys(section, allowed, where):
@@ -234,6 +270,10 @@ def build_dataloader(config, mode, device="cpu", seed=None):
     if "name" not in ds_cfg:
         raise ConfigError(f"config key '{where}.dataset.name' is missing; known: "
                           f"{', '.join(DATASETS.names())}")
+    if mode != "Train" and ds_cfg.get("batch_transform_ops"):
+        raise ConfigError(f"config key '{where}.dataset.batch_transform_ops': batch transform ops "
+                          "(Mixup, Cutmix) belong under DataLoader.Train only")
+    batch_ops = build_batch_ops(ds_cfg, config, f"{where}.dataset")
     class_num, class_num_key = _class_num(config)
     dataset = build(ds_cfg, DATASETS, f"{where}.dataset", class_num=class_num,
                     class_num_key=class_num_key, seed=seed, where=f"{where}.dataset")
@@ -259,6 +299,8 @@ def build_dataloader(config, mode, device="cpu", seed=None):
         dataset, sampler, skip_bad_images=global_value(config, "skip_bad_images"), places=_places(device), num_workers=num_workers,
         use_shared_memory=use_shared_memory,
         worker_init_fn=functools.partial(seed_worker, seed, rank))
+    loader.batch_ops, loader.batch_seed = batch_ops, seed
+    loader.rank, loader.nranks = rank, sampler.nranks
     batches = sampler.describe() if hasattr(sampler, "describe") else f"batches of {sampler.batch_size}"
     logger.info(f"{mode} data: {len(dataset)} images from {dataset.cls_label_path}, "
                 f"{len(loader)} {batches} per card on {sampler.nranks} card(s)")

@@ -6,9 +6,11 @@ Files: ``<prefix>.pdparams`` / ``.pdopt`` / ``.pdstates`` (+ ``.pdema``), writte
 A checkpoint is one prefix (``output/MobileNeXt_100/latest``) and three or four files:
 
 - ``.pdparams``  the model ``state_dict`` (PaddleClas format; loadable as pretrained weights);
+                 with an ``EMA`` section, the EMA weights (as PaddleClas develop saves them:
+                 what eval, export and fine-tuning read is the averaged model);
 - ``.pdopt``     the optimizer ``state_dict`` (momentum buffers, and the LR scheduler state);
-- ``.pdema``     the EMA weights, when the config has an ``EMA`` section (same format as
-                 ``.pdparams``);
+- ``.pdema``     with an ``EMA`` section only: the trained (not averaged) weights, which
+                 resuming continues from (PaddleClas develop's layout);
 - ``.pdstates``  a dict: ``epoch``, ``best_metric`` (and PaddleClas's ``metric``), ``lr_state``,
                  ``lr_signature``, ``rng``, and ``files``: the SHA-256 of each of the other files of this checkpoint.
 
@@ -373,8 +375,12 @@ def save_training(prefixes, run):
     if run.scaler is not None:
         states["scaler"] = run.scaler.state_dict()
     states.update(to_paddleclas_states(states))  # PaddleClas's keys too: it can resume from ours
-    save_checkpoint(prefixes, run.bare_model.state_dict(), run.optimizer.state_dict(), states,
-                    run.ema.model.state_dict() if run.ema else None)
+    model_state = run.bare_model.state_dict()
+    if run.ema is not None:  # PaddleClas develop: .pdparams = EMA weights, .pdema = trained ones
+        save_checkpoint(prefixes, run.ema.model.state_dict(), run.optimizer.state_dict(), states,
+                        model_state)
+    else:
+        save_checkpoint(prefixes, model_state, run.optimizer.state_dict(), states)
     return prefixes
 
 
@@ -388,8 +394,10 @@ def resume_training(path, run):
     if states.get("arch") and states["arch"] != run.arch_name:
         logger.warning(f"{path} was written by Arch.name={states['arch']}; this config trains "
                        f"{run.arch_name}")
+    # with EMA, PaddleClas develop keeps the trained weights in .pdema (.pdparams: the EMA)
+    trained = "pdema" if run.ema is not None and ckpt.get("pdema") is not None else "pdparams"
     load_state_dict(model, {k: v.numpy() if hasattr(v, "numpy") else v
-                            for k, v in ckpt["pdparams"].items()}, source=f"{path}.pdparams")
+                            for k, v in ckpt[trained].items()}, source=f"{path}.{trained}")
     opt_state = optimizer_state(ckpt["pdopt"], f"{path}.pdopt")
     saved_names = states.get("param_names")
     if saved_names is None:  # a PaddleClas checkpoint: names as its fresh process made them
@@ -421,9 +429,9 @@ def resume_training(path, run):
     run.metric_history = list(states.get("metric_history", []))
     if run.ema is not None:
         if ckpt.get("pdema") is not None:
-            run.ema.model.set_state_dict(ckpt["pdema"])
+            run.ema.model.set_state_dict(ckpt["pdparams"])
         else:
-            logger.warning(f"{path} has no EMA weights (.pdema); the EMA starts from the "
+            logger.warning(f"{path} was saved without EMA (no .pdema); the EMA starts from the "
                            "resumed weights")
             run.ema.model.set_state_dict(model.state_dict())
     if run.scaler is not None and states.get("scaler"):

@@ -128,6 +128,7 @@ class Engine:
         self.amp = self._amp_settings()
         self.scaler = None
         self.ema = None
+        self.best_metric_ema = None
         self.start_epoch, self.best_metric, self.best_epoch = 0, None, None
         self.epoch = 0  # the last epoch trained
         self.hooks = default_hooks()
@@ -152,6 +153,8 @@ class Engine:
                 raise ConfigError("DataLoader.Train is missing")
             self.train_loader = build_dataloader(config, "Train", device=self.device, seed=self.seed)
             self.train_mode = build_train_mode(config)  # Global.train_mode: progressive, or None
+            if getattr(self.train_loader, "batch_ops", None):
+                self._drop_train_topk(metric_cfg.get("Train"))
             if g["eval_during_train"] and "Eval" not in data_cfg:
                 logger.warning("Global.eval_during_train is on but DataLoader.Eval is missing: "
                                "no evaluation during training")
@@ -218,8 +221,8 @@ class Engine:
     def _check_sections(self):
         # Accepted so PaddleClas configs load, but only their defaults are implemented here.
         if self.g["use_dali"]:
-            raise ConfigError("Global.use_dali: True is not supported (no DALI data loading here); "
-                              "set it to False")
+            logger.warning("Global.use_dali: True, but DALI data loading is not available here "
+                           "(it needs NVIDIA DALI and a GPU): using the built-in loader")
         if self.g["use_multilabel"]:
             raise ConfigError("Global.use_multilabel: True is not supported (single-label "
                               "classification only); set it to False")
@@ -243,6 +246,17 @@ class Engine:
             from ppcls.engine.curves import require_matplotlib
 
             require_matplotlib("Global.plot_curves")
+
+    def _drop_train_topk(self, section):
+        """Mixed labels have no top-k: as PaddleClas, drop TopkAcc from Metric.Train (warning)."""
+        kept = []
+        for item in section or []:
+            if isinstance(item, dict) and "TopkAcc" in item:
+                logger.warning(f"Metric.Train {item} is not computed: the training labels are mixed "
+                               "by DataLoader.Train.dataset.batch_transform_ops (as PaddleClas)")
+            else:
+                kept.append(item)
+        self.train_metrics = build_metrics(kept or None, "Metric.Train")
 
     def _amp_settings(self):
         amp = self.config.get("AMP")
@@ -449,6 +463,16 @@ class Engine:
             if self._should_eval(epoch):
                 results = self.evaluate(epoch)
                 metric = results.get(self.eval_metrics.names[0]) if self.eval_metrics.names else None
+                if metric is not None and self.ema is not None:
+                    # as PaddleClas: the EMA weights are evaluated too; the best of both counts
+                    ema_metric = self.evaluate(epoch, model=self.ema.model)[self.eval_metrics.names[0]]
+                    if self.best_metric_ema is None or ema_metric > self.best_metric_ema:
+                        self.best_metric_ema = ema_metric
+                    logger.info(f"[Eval][Epoch {epoch}][best metric ema: {self.best_metric_ema:.5f}]")
+                    if self._vdl is not None:
+                        self._vdl.add_scalar("eval/" + self.eval_metrics.names[0] + "_ema",
+                                             ema_metric, epoch)
+                    metric = max(metric, ema_metric)
                 if metric is not None:
                     self.metric_history.append((epoch, metric))
                     if self.best_metric is None or metric > self.best_metric:
@@ -487,10 +511,10 @@ class Engine:
                     f"ips: {ips:.5f} images/sec")
 
     @paddle.no_grad()
-    def evaluate(self, epoch=0):
-        """Evaluate on ``DataLoader.Eval`` (the EMA weights when there are any); returns
+    def evaluate(self, epoch=0, model=None):
+        """Evaluate ``model`` (default: the trained model) on ``DataLoader.Eval``; returns
         ``{"loss": ..., "CELoss": ..., "top1": ..., ...}`` over the whole set, all ranks."""
-        model = self.ema.model if self.ema is not None else _bare(self.model)
+        model = _bare(self.model) if model is None else model
         if self.world_size > 1 and self.mode == "train":
             distributed.sync_statistics(model)
         was_training = model.training

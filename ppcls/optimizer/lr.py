@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from paddle.optimizer import lr as lr_mod
 
+from ppcls.utils import logger
 from ppcls.utils.errors import ConfigError
 from ppcls.utils.registry import Registry, build
 
@@ -51,9 +52,19 @@ class Constant(lr_mod.LRScheduler):
 
 @LR_SCHEDULES.register
 class Piecewise(lr_mod.PiecewiseDecay):
-    """``values[i]`` until epoch ``decay_epochs[i]`` (``len(values) == len(decay_epochs) + 1``)."""
+    """``values[i]`` until epoch ``decay_epochs[i]`` (``len(values) == len(decay_epochs) + 1``);
+    the boundaries are epochs, counted in iterations unless ``by_epoch``. As in PaddleClas, a
+    ``learning_rate`` replaces both lists (with a warning): ten times lower every 30 epochs."""
 
-    def __init__(self, decay_epochs=(), values=(), learning_rate=None, *, steps_per_epoch):
+    def __init__(self, decay_epochs=(), values=(), learning_rate=None, *, steps_per_epoch, epochs):
+        if learning_rate:
+            decay_epochs = list(range(30, epochs, 30))
+            values = [learning_rate * 0.1 ** i for i in range(len(decay_epochs) + 1)]
+            if not decay_epochs:
+                decay_epochs, values = [epochs], [values[0], values[0]]
+            logger.warning(f"Optimizer.lr (Piecewise) has learning_rate {learning_rate}: the rate is "
+                           f"divided by 10 every 30 epochs, decay_epochs={decay_epochs}, "
+                           f"values={values} (as PaddleClas does)")
         if len(values) != len(decay_epochs) + 1:
             raise ValueError(f"values needs one more entry than decay_epochs, got {list(values)} "
                              f"and {list(decay_epochs)}")
@@ -62,11 +73,34 @@ class Piecewise(lr_mod.PiecewiseDecay):
 
 @LR_SCHEDULES.register
 class Step(lr_mod.StepDecay):
-    """Multiply by ``gamma`` every ``step_size`` epochs."""
+    """Multiply by ``gamma`` every ``step_size`` epochs (counted after the warm-up)."""
 
     def __init__(self, learning_rate, step_size, gamma=0.1, *, steps_per_epoch):
         super().__init__(learning_rate, step_size=max(1, int(step_size * steps_per_epoch)),
                          gamma=gamma)
+
+
+@LR_SCHEDULES.register
+class MultiStepDecay(lr_mod.MultiStepDecay):
+    """Multiply by ``gamma`` at each epoch of ``milestones`` (counted after the warm-up)."""
+
+    def __init__(self, learning_rate, milestones, gamma=0.1, *, steps_per_epoch):
+        if not isinstance(milestones, (list, tuple)) or not milestones:
+            raise ValueError(f"milestones expects a non-empty list of epochs, got {milestones!r}")
+        super().__init__(learning_rate, milestones=[int(m * steps_per_epoch) for m in milestones],
+                         gamma=gamma)
+
+
+@LR_SCHEDULES.register
+class Linear(lr_mod.PolynomialDecay):
+    """Polynomial decay from ``learning_rate`` (after the warm-up) to ``end_lr`` at the end:
+    ``(lr - end_lr) * (1 - t / T) ** power + end_lr``; ``power`` 1.0 is a straight line. With
+    ``cycle`` the decay restarts when it reaches the end."""
+
+    def __init__(self, learning_rate, end_lr=0.0, power=1.0, cycle=False, *, total_steps,
+                 warmup_steps):
+        super().__init__(learning_rate, decay_steps=max(1, total_steps - warmup_steps),
+                         end_lr=end_lr, power=power, cycle=cycle)
 
 
 def _name(scheduler):
@@ -129,14 +163,19 @@ def build_lr(lr_config, epochs, step_each_epoch, where="Optimizer.lr"):
                           f"[0, Global.epochs={epochs}), got {warmup_epoch}")
     warmup_steps = int(round(warmup_epoch * unit))
     main = build(spec, LR_SCHEDULES, where, total_steps=epochs * unit, warmup_steps=warmup_steps,
-                 steps_per_epoch=unit)
+                 steps_per_epoch=unit, epochs=epochs)
     scheduler = main
     if warmup_steps > 0:  # the one place warm-up is applied
         scheduler = lr_mod.LinearWarmup(main, warmup_steps=warmup_steps, start_lr=warmup_start_lr,
                                         end_lr=float(main()))
+    last_epoch = lr_config.get("last_epoch", -1)
+    if isinstance(last_epoch, bool) or not isinstance(last_epoch, int) or last_epoch < -1:
+        raise ConfigError(f"{where}.last_epoch expects an integer >= -1, got {last_epoch!r}")
+    if last_epoch >= 0:  # PaddleClas: the schedule starts as if last_epoch steps were done
+        scheduler.step(last_epoch + 1)
     return LRPlan(scheduler, by_epoch, step_each_epoch,
                   lr_signature(lr_config, epochs, step_each_epoch))
 
 
-__all__ = ["LR_SCHEDULES", "Constant", "Cosine", "Piecewise", "Step", "LRPlan", "build_lr",
-           "lr_signature"]
+__all__ = ["LR_SCHEDULES", "Constant", "Cosine", "Linear", "MultiStepDecay", "Piecewise", "Step",
+           "LRPlan", "build_lr", "lr_signature"]

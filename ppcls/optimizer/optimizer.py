@@ -35,6 +35,20 @@ COMMON_KEYS = ("lr", "regularizer", "clip_norm", "no_weight_decay_name",
 OPTIMIZERS.register(paddle.optimizer.Momentum, name="Momentum")
 OPTIMIZERS.register(paddle.optimizer.SGD, name="SGD")
 OPTIMIZERS.register(paddle.optimizer.AdamW, name="AdamW")
+OPTIMIZERS.register(paddle.optimizer.Adam, name="Adam")
+
+
+@OPTIMIZERS.register
+class RMSProp(paddle.optimizer.RMSProp):
+    """paddle's RMSProp with PaddleClas's keys: ``rho`` (0.95), ``epsilon`` (1e-6), ``momentum``
+    (0.0), ``centered``; ``multi_precision`` is accepted as PaddleClas accepts it (float32
+    master weights only matter under AMP O2, which paddle's RMSProp does not offer)."""
+
+    def __init__(self, learning_rate, rho=0.95, epsilon=1e-6, momentum=0.0, centered=False,
+                 multi_precision=False, parameters=None, weight_decay=None, grad_clip=None):
+        super().__init__(learning_rate, rho=rho, epsilon=epsilon, momentum=momentum,
+                         centered=centered, parameters=parameters, weight_decay=weight_decay,
+                         grad_clip=grad_clip)
 
 
 def split_decay(model, no_decay_names=(), one_dim=False):

@@ -32,7 +32,7 @@ GLOBAL = {
     "to_static": (_BOOL, False, "train the paddle.jit.to_static graph"),
     "update_freq": (_INT, 1, "gradient accumulation: one optimizer step every this many batches"),
     "use_multilabel": (_BOOL, False, "PaddleClas's multi-label mode (not supported: must be False)"),
-    "use_dali": (_BOOL, False, "PaddleClas's DALI loading (not supported: must be False)"),
+    "use_dali": (_BOOL, False, "PaddleClas's DALI loading; True: the built-in loader, with a warning"),
     "eval_mode": (_STR, "classification", "PaddleClas's eval mode (only classification)"),
     "class_num": (_INT, None, "number of classes (Arch.class_num wins)"),
     "skip_bad_images": (_BOOL, False, "drop undecodable images from their batch instead of stopping"),

@@ -105,10 +105,16 @@ class SandglassBlock(nn.Layer):
         # Floor, as the official C // div; the epsilon keeps e.g. 90 * 0.7 from flooring to 62.
         self.identity_channels = int(in_ch * identity_tensor_multiplier + 1e-6)
 
+    drop_path = 0.0  # stochastic depth: the chance, in training, of skipping the residual branch
+
     def forward(self, x):
         out = self.conv(x)
         if not self.use_shortcut:
             return out
+        if self.training and self.drop_path > 0:  # per sample, rescaled to keep the mean
+            keep = 1.0 - self.drop_path
+            mask = paddle.floor(keep + paddle.rand([out.shape[0], 1, 1, 1], dtype=out.dtype))
+            out = out * mask / keep
         k = self.identity_channels
         if k >= out.shape[1]:
             return out + x
@@ -121,8 +127,17 @@ class MobileNeXt(nn.Layer):
     # to skip a head of another class_num and to read a checkpoint's class count.
     classifier_layer = "classifier.1"
 
-    def __init__(self, scale=1.0, class_num=1000, dropout=DROPOUT, identity_tensor_multiplier=1.0):
+    def __init__(self, scale=1.0, class_num=1000, dropout=DROPOUT, identity_tensor_multiplier=1.0,
+                 drop_path_rate=0.0, drop_rate=None):
+        """``drop_path_rate``: stochastic depth (as PaddleClas's DeiT/ViT key), rising linearly
+        over the blocks from 0 to this rate, on the residual branch of the blocks with a
+        shortcut; ``drop_rate``: as ``dropout`` (the classifier's), PaddleClas's other name."""
         super().__init__()
+        if drop_rate is not None:
+            dropout = drop_rate
+        if isinstance(drop_path_rate, bool) or not isinstance(drop_path_rate, (int, float)) \
+                or not 0 <= drop_path_rate < 1:
+            raise ValueError(f"drop_path_rate must be a number in [0, 1), got {drop_path_rate!r}")
         if not 0.0 < identity_tensor_multiplier <= 1.0:
             raise ValueError("identity_tensor_multiplier must be in (0, 1], got "
                              f"{identity_tensor_multiplier}")
@@ -138,6 +153,9 @@ class MobileNeXt(nn.Layer):
                     identity_tensor_multiplier=identity_tensor_multiplier))
                 in_ch = out_ch
         self.features = nn.Sequential(*features)
+        blocks = features[1:]
+        for i, block in enumerate(blocks):
+            block.drop_path = drop_path_rate * i / max(1, len(blocks) - 1)
         self.last_channels = in_ch
         self.avgpool = nn.AdaptiveAvgPool2D(1)
         # A list of rates, one per stage of progressive training (Global.train_mode), starts at
