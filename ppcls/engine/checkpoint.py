@@ -261,7 +261,17 @@ def rng_state(device):
     return state
 
 
-def set_rng_state(state, device):
+def gpu_count():
+    """The number of GPUs this process sees (0 on a build without CUDA)."""
+    import paddle
+
+    return paddle.device.cuda.device_count() if paddle.is_compiled_with_cuda() else 0
+
+
+def set_rng_state(state, device, source="the checkpoint"):
+    """Restore the generators of :func:`rng_state`. Paddle keeps one GPU generator per visible
+    device; when ``source`` was saved with another number of them (a 4-card run resumed under
+    ``CUDA_VISIBLE_DEVICES=0``) the GPU states are skipped with one warning, the rest restored."""
     import paddle
 
     name, keys, pos, has_gauss, cached = state["numpy"]
@@ -269,7 +279,13 @@ def set_rng_state(state, device):
     random.setstate(state["python"])
     paddle.set_rng_state(state["paddle_cpu"], "cpu")
     if device == "gpu" and "paddle_gpu" in state:
-        paddle.set_rng_state(state["paddle_gpu"], "gpu")
+        saved, now = len(state["paddle_gpu"]), gpu_count()
+        if saved != now:
+            logger.warning(f"{source} holds GPU random states for {saved} device(s) but this "
+                           f"process sees {now}: the GPU generators start fresh (numpy, python "
+                           "and CPU states are restored), so the resumed run is not bit-identical")
+        else:
+            paddle.set_rng_state(state["paddle_gpu"], "gpu")
 
 
 # --------------------------------------------------------------------------- parameter names
@@ -437,7 +453,7 @@ def resume_training(path, run):
     if run.scaler is not None and states.get("scaler"):
         run.scaler.load_state_dict(states["scaler"])
     if "rng" in states:
-        set_rng_state(states["rng"], run.device)
+        set_rng_state(states["rng"], run.device, source=f"{path}.pdstates")
     else:
         logger.warning(f"{path}.pdstates has no RNG states (a PaddleClas checkpoint?): the "
                        "resumed run is not bit-identical to an uninterrupted one")
@@ -447,5 +463,5 @@ def resume_training(path, run):
 
 __all__ = ["save_checkpoint", "load_checkpoint", "checkpoint_exists", "strip_suffix", "PAUSE_ENV",
            "from_paddleclas_states", "to_paddleclas_states", "rng_state", "set_rng_state",
-           "param_names", "remap_optimizer_state", "save_training", "resume_training",
+           "gpu_count", "param_names", "remap_optimizer_state", "save_training", "resume_training",
            "optimizer_state", "fresh_param_names", "check_optimizer_names"]

@@ -27,6 +27,7 @@ import paddle
 
 from ppcls.arch import build_model
 from ppcls.engine import checkpoint, distributed
+from ppcls.engine.amp import amp_settings, build_scaler
 from ppcls.engine.hooks import default_hooks
 from ppcls.engine.progressive import build_train_mode
 from ppcls.ops import fast_cpu
@@ -38,9 +39,6 @@ from ppcls.utils.config import print_config, save_config
 from ppcls.utils.errors import ConfigError, UserError
 from ppcls.utils.global_config import select_device, with_defaults
 
-AMP_KEYS = {"use_amp", "scale_loss", "use_dynamic_loss_scaling", "level", "use_fp16_test",
-            "use_promote", "incr_every_n_steps", "decr_every_n_nan_or_inf", "incr_ratio",
-            "decr_ratio"}
 EMA_KEYS = {"decay"}
 # The Global keys the engine reads; their defaults come from the one table.
 ENGINE_KEYS = ("checkpoints", "pretrained_model", "output_dir", "device", "save_interval",
@@ -201,11 +199,7 @@ class Engine:
                 self.model = paddle.amp.decorate(models=self.model, level="O2",
                                                  save_dtype="float32")
         if mode == "train" and self.amp:
-            self.scaler = paddle.amp.GradScaler(
-                init_loss_scaling=self.amp["scale_loss"],
-                use_dynamic_loss_scaling=self.amp["use_dynamic_loss_scaling"],
-                **{k: self.amp[k] for k in ("incr_every_n_steps", "decr_every_n_nan_or_inf",
-                                            "incr_ratio", "decr_ratio") if k in self.amp})
+            self.scaler = build_scaler(self.amp)
         if mode == "train" and g["checkpoints"]:
             checkpoint.resume_training(g["checkpoints"], self)
         if g["to_static"]:
@@ -259,28 +253,7 @@ class Engine:
         self.train_metrics = build_metrics(kept or None, "Metric.Train")
 
     def _amp_settings(self):
-        amp = self.config.get("AMP")
-        if not amp:
-            return None
-        if not isinstance(amp, dict):
-            raise ConfigError(f"AMP expects a mapping such as {{scale_loss: 65536, level: O1}}, got {amp!r}")
-        unknown = set(amp) - AMP_KEYS
-        if unknown:
-            raise ConfigError(f"unknown key(s) in AMP: {', '.join(sorted(unknown))}; known: "
-                              f"{', '.join(sorted(AMP_KEYS))}")
-        if not amp.get("use_amp", True):
-            return None
-        if self.device != "gpu":
-            raise ConfigError("AMP (mixed precision) needs Global.device=gpu on a CUDA build; this "
-                              f"run is on {self.device}: remove the AMP section (or -o AMP=null)")
-        level = str(amp.get("level", "O1")).upper()
-        if level not in ("O1", "O2"):
-            raise ConfigError(f"AMP.level expects O1 or O2, got {amp.get('level')!r}")
-        settings = dict(amp, level=level)
-        settings.setdefault("scale_loss", 1.0)
-        settings.setdefault("use_dynamic_loss_scaling", False)
-        settings.setdefault("use_fp16_test", False)
-        return settings
+        return amp_settings(self.config, self.device)
 
     def _autocast(self, training=True):
         if not self.amp or (not training and not self.amp["use_fp16_test"]):
@@ -352,10 +325,11 @@ class Engine:
         """Backward; with ``update`` (the last batch of an accumulation) also the optimizer
         step and clearing the gradients."""
         if self.scaler is not None:
-            scaled = self.scaler.scale(loss)
-            scaled.backward()
+            # step + update, not minimize: minimize fails on parameter groups (issue 14)
+            self.scaler.scale(loss).backward()
             if update:
-                self.scaler.minimize(self.optimizer, scaled)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
         else:
             loss.backward()
             if update:

@@ -225,7 +225,9 @@ def load_state_dict(model, state, source="checkpoint", target=None):
                               "--arch NAME")
     expected = expected_shapes(model)
     check_state_dict(expected, state, source=source, target=target or _describe(model))
-    dtypes = {name: value.dtype for name, value in model.state_dict().items()}
+    # The dtypes the parameters really have: AMP O2's decorate(save_dtype=...) installs a hook
+    # that makes state_dict() report float32 for float16 weights.
+    dtypes = {name: value.dtype for name, value in model.state_dict(use_hook=False).items()}
     import paddle
 
     model.set_state_dict({name: paddle.to_tensor(np.asarray(state[name])).astype(dtypes[name])
