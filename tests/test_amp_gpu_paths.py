@@ -269,3 +269,93 @@ def test_amp_eval_and_export_after_training(amp_cycle):
     params, _ = load_params(os.path.join(os.path.dirname(r["export"]), "straight",
                                          "MobileNeXt_x0_35", "latest"))
     assert {v.dtype for v in params.values()} == {np.dtype("float32")}
+
+
+# --------------------------------------------------------------------------- smaller rules
+
+
+def test_gpu_rng_resume_on_another_device_count_warns_once_and_continues(monkeypatch, caplog):
+    import random
+
+    import paddle
+
+    from ppcls.engine import checkpoint
+    from ppcls.utils import logger
+
+    np.random.seed(3)
+    random.seed(3)
+    state = checkpoint.rng_state("cpu")
+    expected = (np.random.rand(), random.random(), float(paddle.rand([1]).numpy()[0]))
+    state["paddle_gpu"] = ["state-of-card-%d" % i for i in range(4)]  # a 4-card run
+    calls = []
+    real_set = paddle.set_rng_state
+    monkeypatch.setattr(paddle, "set_rng_state",
+                        lambda s, device=None: calls.append(device) if device == "gpu" else real_set(s, device))
+    monkeypatch.setattr(checkpoint, "gpu_count", lambda: 1)  # CUDA_VISIBLE_DEVICES=0
+    warnings = []
+    monkeypatch.setattr(logger, "warning", lambda msg, *a: warnings.append(msg))
+    checkpoint.set_rng_state(state, "gpu", source="latest.pdstates")
+    assert len(warnings) == 1 and "4 device(s)" in warnings[0] and "sees 1" in warnings[0]
+    assert calls == []  # Paddle's set_rng_state would raise ValueError on the length
+    assert (np.random.rand(), random.random(), float(paddle.rand([1]).numpy()[0])) == expected
+    monkeypatch.setattr(checkpoint, "gpu_count", lambda: 4)  # same count: restored, no warning
+    checkpoint.set_rng_state(state, "gpu")
+    assert calls == ["gpu"] and len(warnings) == 1
+
+
+def test_amp_section_on_cpu_trains_in_float32_with_one_warning(monkeypatch):
+    from ppcls.engine import amp
+    from ppcls.utils import logger
+
+    warnings = []
+    monkeypatch.setattr(logger, "warning", lambda msg, *a: warnings.append(msg))
+    cfg = {"AMP": {"scale_loss": 65536, "use_dynamic_loss_scaling": True, "level": "O2"}}
+    assert amp.amp_settings(cfg, "cpu") is None
+    assert len(warnings) == 1 and "float32" in warnings[0] and "cpu" in warnings[0]
+    with pytest.raises(Exception, match="AMP.level"):  # a typo is still an error on CPU
+        amp.amp_settings({"AMP": {"level": "O3"}}, "cpu")
+
+
+def test_amp_gpu_settings_force_fp16_eval_under_o2_and_name_scaler_defaults(monkeypatch):
+    import paddle
+
+    from ppcls.engine import amp
+    from ppcls.utils import logger
+
+    msgs = []
+    monkeypatch.setattr(logger, "warning", lambda msg, *a: msgs.append(("W", msg)))
+    monkeypatch.setattr(logger, "info", lambda msg, *a: msgs.append(("I", msg)))
+    o2 = amp.amp_settings({"AMP": {"level": "o2", "use_fp16_test": False}}, "gpu")
+    assert o2["level"] == "O2" and o2["use_fp16_test"] is True
+    assert sum("use_fp16_test" in m for _, m in msgs) == 1
+    assert amp.amp_settings({"AMP": {"level": "O1"}}, "gpu")["use_fp16_test"] is False
+    msgs.clear()
+    kwargs, line = amp.scaler_arguments({"level": "O1"})
+    defaults = paddle.amp.GradScaler.__init__.__defaults__
+    assert kwargs == {} and "init_loss_scaling=65536.0 (Paddle default)" in line
+    assert 65536.0 in defaults
+    kwargs, line = amp.scaler_arguments({"scale_loss": 128.0, "use_dynamic_loss_scaling": False})
+    assert kwargs == {"init_loss_scaling": 128.0, "use_dynamic_loss_scaling": False}
+    assert "init_loss_scaling=128.0 (config)" in line and "incr_ratio=2.0 (Paddle default)" in line
+    amp.build_scaler({"level": "O1"})  # on CPU Paddle disables it; the warning is ours
+    assert [k for k, m in msgs if "names no loss-scaling key" in m] == ["W"]
+
+
+def test_gpu_to_static_asks_for_paddle_kernels_not_cinn(monkeypatch, tiny_data, tmp_path):  # noqa: F811
+    import paddle
+    from paddle.jit.dy2static import utils as d2s
+    from paddle.jit.api import Backend
+
+    from ppcls.engine.engine import Engine
+    from ppcls.utils.config import get_config
+
+    # On a CUDA build with CINN, 3.3.1's default backend ("CINN") compiles with CINN; None does not.
+    monkeypatch.setattr(d2s, "cinn_is_available", lambda: True)
+    strategy = paddle.static.BuildStrategy()
+    assert d2s.infer_use_cinn_backend(Backend.from_arg("CINN"), strategy)
+    assert not d2s.infer_use_cinn_backend(Backend.from_arg(None), strategy)
+    calls = []
+    monkeypatch.setattr(paddle.jit, "to_static", lambda model, **kw: calls.append(kw) or model)
+    cfg = get_config(QUICKSTART, tiny_overrides(tiny_data[0], str(tmp_path), to_static=True))
+    Engine(cfg, mode="train")
+    assert calls and all("backend" in kw and kw["backend"] is None for kw in calls)

@@ -203,7 +203,9 @@ class Engine:
         if mode == "train" and g["checkpoints"]:
             checkpoint.resume_training(g["checkpoints"], self)
         if g["to_static"]:
-            self.model = paddle.jit.to_static(self.model)
+            # backend=None: Paddle's own kernels. 3.3.1's default, "CINN", compiles with CINN on
+            # a CUDA build (untested here); see README "GPU paths".
+            self.model = paddle.jit.to_static(self.model, backend=None)
         if self.world_size > 1:
             self.model = paddle.DataParallel(self.model)
         if mode == "train" and self.rank == 0:
