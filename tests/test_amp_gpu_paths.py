@@ -359,3 +359,43 @@ def test_gpu_to_static_asks_for_paddle_kernels_not_cinn(monkeypatch, tiny_data, 
     cfg = get_config(QUICKSTART, tiny_overrides(tiny_data[0], str(tmp_path), to_static=True))
     Engine(cfg, mode="train")
     assert calls and all("backend" in kw and kw["backend"] is None for kw in calls)
+
+
+class _StuckAfterTwo:
+    """A data set whose worker blocks from the third sample on, like a deadlocked worker."""
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        import time
+
+        if i >= 2:
+            time.sleep(300)
+        return np.full([1], i, dtype="float32")
+
+
+def test_gpu_worker_deadlock_is_a_bounded_wait_with_a_clear_error(monkeypatch):
+    import paddle
+
+    from ppcls.data import watchdog
+    from ppcls.utils.errors import DataError
+
+    class DS(_StuckAfterTwo, paddle.io.Dataset):
+        pass
+
+    monkeypatch.setenv(watchdog.ENV, "2")
+    loader = paddle.io.DataLoader(DS(), batch_size=2, num_workers=1, use_shared_memory=False)
+    batches = iter(loader)
+    got = []
+    with pytest.raises(DataError, match=r"no batch from the 1 data loader worker.*2 s.*"
+                                        r"use_shared_memory: False.*PPCLS_DATA_TIMEOUT"):
+        for batch in watchdog.bounded(batches, num_workers=1):
+            got.append(batch)
+    assert len(got) == 1 and np.asarray(got[0]).ravel().tolist() == [0.0, 1.0]
+    assert all(not w.is_alive() for w in batches._workers)
+    monkeypatch.setenv(watchdog.ENV, "soon")
+    with pytest.raises(Exception, match="PPCLS_DATA_TIMEOUT"):
+        watchdog.wait_limit()
+    monkeypatch.setenv(watchdog.ENV, "0")
+    assert watchdog.wait_limit() is None

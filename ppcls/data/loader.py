@@ -39,6 +39,7 @@ from ppcls.utils.registry import accepted_keys, build
 from .dataset import DATASETS, BadSample, MultiScaleDataset
 from .preprocess.batch_ops import apply_batch_operators, batch_rng, create_batch_operators
 from .sampler import SAMPLERS, MultiScaleSampler
+from .watchdog import bounded
 
 MODES = ("Train", "Eval")
 # Tags of the messages a batch carries from the worker to the main process.
@@ -151,7 +152,7 @@ class ImageDataLoader(paddle.io.DataLoader):
         self._passes += 1
         batches = super().__iter__()
         try:
-            yield from self._checked(batches, skip)
+            yield from self._checked(bounded(batches, self.num_workers), skip)  # bounded wait
         finally:
             # An error raised here, or a consumer that stops early, leaves paddle's iterator
             # with live workers; shut them down now (bounded) instead of at garbage collection,
