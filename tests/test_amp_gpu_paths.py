@@ -141,7 +141,7 @@ AMP = {"O1": {"level": "O1", "scale_loss": 1024.0, "use_dynamic_loss_scaling": T
               "incr_every_n_steps": 2},
        "O2": {"level": "O2", "scale_loss": 1024.0, "use_dynamic_loss_scaling": True,
               "incr_every_n_steps": 2}}
-ITERS = 3  # a step an epoch ... 2 epochs: 6 steps, the scale doubles every 2: 1024 -> 8192
+ITERS = 2  # steps an epoch; 2 epochs
 
 
 def _config(root, out, level, **global_keys):
@@ -224,7 +224,7 @@ def test_amp_cycle_trains_with_loss_scaling_and_changes_weights(amp_cycle):
             if good == 2:
                 scale, good = scale * 2.0, 0
         assert after == scale, steps
-    assert sum(not f for f, _ in steps) >= 4 and scale > 1024.0 * (0.5 if level == "O2" else 1)
+    assert sum(not f for f, _ in steps) >= 3 and scale > 1024.0 * (0.5 if level == "O2" else 1)
     assert float(eng.scaler.state_dict()["scale"][0]) == scale
     after = _weights(eng, hook=True)
     changed = [k for k in after if k.endswith("weight") and not np.array_equal(after[k], r["init"][k])]
