@@ -399,3 +399,22 @@ def test_gpu_worker_deadlock_is_a_bounded_wait_with_a_clear_error(monkeypatch):
         watchdog.wait_limit()
     monkeypatch.setenv(watchdog.ENV, "0")
     assert watchdog.wait_limit() is None
+
+
+def test_amp_bfloat16_on_cpu_is_not_offered_by_paddle_3_3():
+    """Why the cycle above forces the GPU branch instead of using bfloat16 on CPU: Paddle 3.3.1's
+    auto_cast is a no-op on a CPU place for both dtypes (if this fails, Paddle gained CPU AMP and
+    the CPU warning in ppcls/engine/amp.py should be revisited)."""
+    import warnings
+
+    import paddle
+
+    layer = paddle.nn.Linear(4, 4)
+    x = paddle.ones([2, 4])
+    for dtype in ("bfloat16", "float16"):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with paddle.amp.auto_cast(level="O1", dtype=dtype):
+                out = layer(x)
+        assert out.dtype == paddle.float32
+        assert any("can only be enabled on" in str(w.message) for w in caught)
