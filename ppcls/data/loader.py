@@ -122,9 +122,9 @@ class _Watchdog(threading.Thread):
     """Stops the workers when the main process has waited longer than ``PPCLS_LOADER_TIMEOUT``
     seconds (default 600) for one batch; the main process then raises a ``DataError``."""
 
-    def __init__(self, batches):
+    def __init__(self, batches, dataset=None):
         super().__init__(daemon=True, name="ppcls-loader-watchdog")
-        self.batches = batches
+        self.batches, self.dataset = batches, dataset
         self.timeout = float(os.environ.get(WORKER_TIMEOUT_ENV) or WORKER_TIMEOUT)
         self.since = None
         self.fired = None  # the pids stopped
@@ -146,6 +146,7 @@ class _Watchdog(threading.Thread):
             if since is not None and time.monotonic() - since > self.timeout:
                 workers = [w for w in getattr(self.batches, "_workers", []) if w.is_alive()]
                 self.fired = [w.pid for w in workers]
+                STALLED.append(_stall_message(self, self.dataset))
                 for w in workers:
                     try:
                         os.kill(w.pid, signal.SIGKILL)
@@ -154,14 +155,21 @@ class _Watchdog(threading.Thread):
                 return
 
 
+STALLED = []  # the message of each watchdog stop in this process (ppcls.utils.cli reads it)
+
+
+def _stall_message(watchdog, dataset):
+    source = getattr(dataset, "cls_label_path", "the data")
+    return (f"the DataLoader workers (pids {', '.join(map(str, watchdog.fired))}) gave no batch "
+            f"of {source} for {watchdog.timeout:g} s and were stopped (stuck?); retry, or set "
+            f"DataLoader.*.loader.num_workers=0 ({WORKER_TIMEOUT_ENV} sets the wait)")
+
+
 def _worker_error(batches, watchdog, err, dataset):
     """The one line for a loader whose worker process died or stopped answering."""
     source = getattr(dataset, "cls_label_path", "the data")
     if watchdog is not None and watchdog.fired is not None:
-        return DataError(f"the DataLoader workers (pids {', '.join(map(str, watchdog.fired))}) "
-                         f"gave no batch of {source} for {watchdog.timeout:g} s and were stopped "
-                         f"(stuck?); retry, or set DataLoader.*.loader.num_workers=0 "
-                         f"({WORKER_TIMEOUT_ENV} sets the wait)")
+        return DataError(_stall_message(watchdog, dataset))
     dead = [w for w in getattr(batches, "_workers", []) if w.exitcode not in (None, 0)]
     if not dead and "queue is killed" not in str(err) and "DataLoader" not in str(err):
         return err
@@ -230,7 +238,7 @@ class ImageDataLoader(paddle.io.DataLoader):
         self._pass_epoch = getattr(self.batch_sampler, "epoch", self._passes)
         self._passes += 1
         batches = _start_workers(lambda: super(ImageDataLoader, self).__iter__(), self.num_workers)
-        watchdog = _Watchdog(batches) if self.num_workers > 0 else None
+        watchdog = _Watchdog(batches, self.dataset) if self.num_workers > 0 else None
         try:
             yield from self._checked(batches, skip, watchdog)
         finally:

@@ -26,6 +26,12 @@ def run_tool(main, argv=None):
     except UserError as err:
         print(f"Error: {err}", file=sys.stderr, flush=True)
         sys.exit(2)
+    except SystemError as err:  # paddle's SIGCHLD handler, raised anywhere, when a worker dies
+        line = loader_worker_error(err)
+        if line is None:
+            raise
+        print(f"Error: {line}", file=sys.stderr, flush=True)
+        sys.exit(2)
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
         sys.exit(130)
@@ -62,3 +68,21 @@ def handle_sigterm():
         return
     _on_sigterm.__defaults__[0][0] = os.getpid()
     signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def loader_worker_error(err):
+    """The one line for Paddle's ``SystemError`` about a DataLoader worker process that died
+    (or that the loader's watchdog stopped); None for any other ``SystemError``."""
+    import re
+
+    text = " ".join(str(err).split())
+    if "DataLoader process" not in text and "Blocking queue is killed" not in text:
+        return None
+    loader = sys.modules.get("ppcls.data.loader")
+    stalled = getattr(loader, "STALLED", None)
+    if stalled:
+        return stalled[-1]
+    found = re.search(r"DataLoader process \(pid (\d+)\) exited (?:is )?(.*?)\.? \(at ", text)
+    how = f" (pid {found.group(1)}: {found.group(2)})" if found else ""
+    return (f"a DataLoader worker process died{how}; out of memory? lower "
+            "DataLoader.*.loader.num_workers or the batch size")
