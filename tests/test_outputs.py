@@ -276,3 +276,33 @@ def test_sigterm_is_one_line_exit_143_and_leaves_no_partial_checkpoint(tiny_data
     left = [f for f in os.listdir(run_dir) if f != ".paused-write"]
     assert not [f for f in left if ".tmp" in f or f.endswith((".pdparams", ".pdstates", ".commit"))], left
     assert not glob.glob(os.path.join(out, ".*.lock"))  # the lock is released
+
+
+def test_the_lock_names_a_live_holder_and_ignores_a_reused_pid(tmp_path):
+    from ppcls.engine.run_dir import RunLock
+    from ppcls.utils.errors import OutputError
+
+    folder = str(tmp_path / "MobileNeXt_x0_35")
+    lock_file = tmp_path / ".MobileNeXt_x0_35.lock"
+    host = os.uname().nodename
+    # pid 1 runs since boot, before this lock was written: a live holder.
+    lock_file.write_text(json.dumps({"pid": 1, "host": host, "start": time.time()}))
+    with pytest.raises(OutputError, match=r"in use by another training \(pid 1 on "):
+        RunLock(folder).acquire()
+    # The same holder on another host is never taken over.
+    lock_file.write_text(json.dumps({"pid": 1, "host": "elsewhere", "start": time.time()}))
+    with pytest.raises(OutputError, match="on another host: delete the lock file"):
+        RunLock(folder).acquire()
+    # A live process that started long after the lock was written only reuses the number.
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock_file.write_text(json.dumps({"pid": other.pid, "host": host,
+                                         "start": time.time() - 3600}))
+        lock = RunLock(folder).acquire()
+        assert any("stale lock" in note for note in lock.notes)
+        assert json.loads(lock_file.read_text())["pid"] == os.getpid()
+        lock.release()
+        assert not lock_file.exists()
+    finally:
+        other.kill()
+        other.wait()

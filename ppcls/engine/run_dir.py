@@ -31,14 +31,29 @@ def _lock_path(output_dir):
     return os.path.join(parent, f".{name}.lock")
 
 
-def _alive(pid):
+def _started(pid):
+    """When process ``pid`` started (seconds since the epoch), or None if unknown (Linux only)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/stat") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith("btime"))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def _alive(pid, since=None):
+    """Whether ``pid`` runs and is the process that wrote the lock at ``since`` (a process
+    started well after that is another one that reuses the number)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    started = _started(pid)
+    return not (since and started and started > since + 5)
 
 
 def _describe(holder):
@@ -90,7 +105,8 @@ class RunLock:
                     self.notes.append(f"{self.path} was unreadable; taking it over")
                 elif holder.get("host") == socket.gethostname() and holder.get("pid") == os.getpid():
                     pass  # an earlier Engine of this very process
-                elif holder.get("host") == socket.gethostname() and not _alive(int(holder.get("pid", 0))):
+                elif holder.get("host") == socket.gethostname() and not _alive(int(holder.get("pid", 0)),
+                                                                            holder.get("start")):
                     self.notes.append(f"took over the stale lock {self.path} of a run that no "
                                       f"longer runs ({_describe(holder)})")
                 else:
