@@ -261,32 +261,6 @@ def load_checkpoint(prefix):
     return out
 
 
-def verify_recorded_hash(path):
-    """A weights-only read of ``path`` (``output/x/latest.pdparams``, also ``.pdema``): when a
-    ``.pdstates`` of ours lies beside it, the file must have the SHA-256 recorded there, else
-    ``CheckpointError`` naming the file. Files without one (PaddleClas's, exported) pass."""
-    path = os.fspath(path)
-    prefix, part = strip_suffix(path), path.rsplit(".", 1)[-1]
-    if prefix == path or part not in PARTS:
-        return
-    recorded = []
-    for states_path in (prefix + ".pdstates", prefix + COMMIT_SUFFIX):  # (+ an unfinished save)
-        if os.path.isfile(states_path):
-            states = _load(states_path, ".pdstates")
-            digest = (states.get("files") or {}).get(part) if isinstance(states, dict) else None
-            if digest:
-                recorded.append(digest)
-    if not recorded:
-        return
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    if h.hexdigest() not in recorded:
-        raise CheckpointError(f"{path} does not match the SHA-256 recorded in {prefix}.pdstates "
-                              "beside it: the file was modified or mixed with another checkpoint")
-
-
 def from_paddleclas_states(states):
     """A ``.pdstates`` dict in our terms: PaddleClas writes ``{"metric": best, "epoch": n}``
     (no hashes, no RNG states, no LR signature); ours has ``best_metric`` and more."""
@@ -503,7 +477,7 @@ def resume_training(path, run):
                 f"{run.best_metric}")
 
 
-__all__ = ["save_checkpoint", "load_checkpoint", "verify_recorded_hash", "checkpoint_exists", "strip_suffix", "PAUSE_ENV",
+__all__ = ["save_checkpoint", "load_checkpoint", "checkpoint_exists", "strip_suffix", "PAUSE_ENV",
            "from_paddleclas_states", "to_paddleclas_states", "rng_state", "set_rng_state",
            "param_names", "remap_optimizer_state", "save_training", "resume_training",
            "optimizer_state", "fresh_param_names", "check_optimizer_names"]
