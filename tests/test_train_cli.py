@@ -119,10 +119,12 @@ def _bad_cases(root, tmp):
 def test_bad_input_one_clear_line(tiny_data, tmp_path):
     root, _, _ = tiny_data
     cases = _bad_cases(root, tmp_path)
-    procs = {name: subprocess.Popen(command(TRAIN, case[2] if len(case) > 2 else QUICKSTART, case[0]),
+    # (each case its own output folder: one training per folder at a time, see run_dir.py)
+    procs = {name: subprocess.Popen(command(TRAIN, case[2] if len(case) > 2 else QUICKSTART,
+                                            case[0] + [f"Global.output_dir={tmp_path / f'out{i}'}"]),
                                     cwd=ROOT, env=env(), stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True)
-             for name, case in cases.items()}
+             for i, (name, case) in enumerate(cases.items())}
     for name, proc in procs.items():
         stdout, stderr = proc.communicate(timeout=300)
         assert proc.returncode == 2, (name, stdout[-2000:], stderr[-2000:])

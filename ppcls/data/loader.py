@@ -23,8 +23,13 @@ skipped). The loader is an ``ImageDataLoader`` (a ``paddle.io.DataLoader``) that
 """
 
 import functools
+import gc
 import inspect
+import os
 import random
+import signal
+import threading
+import time
 import traceback
 
 import numpy as np
@@ -39,7 +44,6 @@ from ppcls.utils.registry import accepted_keys, build
 from .dataset import DATASETS, BadSample, MultiScaleDataset
 from .preprocess.batch_ops import apply_batch_operators, batch_rng, create_batch_operators
 from .sampler import SAMPLERS, MultiScaleSampler
-from .watchdog import bounded
 
 MODES = ("Train", "Eval")
 # Tags of the messages a batch carries from the worker to the main process.
@@ -91,6 +95,105 @@ def _shutdown(batches, timeout=10):
         stop(timeout=timeout)
     else:
         stop()
+
+
+# Seconds the main process waits for a batch from the workers before it stops them with a
+# clear error instead of hanging (the first batch of a pass included).
+WORKER_TIMEOUT_ENV = "PPCLS_LOADER_TIMEOUT"
+WORKER_TIMEOUT = 600
+
+
+def wait_limit():
+    """Seconds to wait for one batch from the worker processes (``None``: no limit): the
+    ``PPCLS_LOADER_TIMEOUT`` environment variable, default 600, ``0`` for no limit."""
+    text = os.environ.get(WORKER_TIMEOUT_ENV, "").strip()
+    if not text:
+        return float(WORKER_TIMEOUT)
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise ConfigError(f"{WORKER_TIMEOUT_ENV} expects a number of seconds >= 0 (0: no limit), "
+                          f"got {text!r}")
+    return value or None
+
+
+def _start_workers(start, num_workers):
+    """``start()`` (paddle's iterator, which forks the workers) with the garbage collected and
+    the heap frozen first: a forked worker then never runs the collector over the parent's
+    objects (whose finalizers can wait forever on a lock some other parent thread held at
+    fork time; seen as a worker stuck in a futex when the parent held much garbage)."""
+    if num_workers <= 0:
+        return start()
+    gc.collect()
+    gc.freeze()
+    try:
+        return start()
+    finally:
+        gc.unfreeze()
+
+
+class _Watchdog(threading.Thread):
+    """Stops the workers when the main process has waited longer than ``PPCLS_LOADER_TIMEOUT``
+    seconds (default 600) for one batch; the main process then raises a ``DataError``."""
+
+    def __init__(self, batches, dataset=None):
+        super().__init__(daemon=True, name="ppcls-loader-watchdog")
+        self.batches, self.dataset = batches, dataset
+        self.timeout = wait_limit()
+        self.since = None
+        self.fired = None  # the pids stopped
+        self._stop_event = threading.Event()
+        self.start()
+
+    def waiting(self):
+        self.since = time.monotonic()
+
+    def done(self):
+        self.since = None
+
+    def stop(self):
+        self._stop_event.set()
+
+    def run(self):
+        while not self._stop_event.wait(min(1.0, self.timeout / 4)):
+            since = self.since
+            if since is not None and time.monotonic() - since > self.timeout:
+                workers = [w for w in getattr(self.batches, "_workers", []) if w.is_alive()]
+                self.fired = [w.pid for w in workers]
+                STALLED.append(_stall_message(self, self.dataset))
+                for w in workers:
+                    try:
+                        os.kill(w.pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+                return
+
+
+STALLED = []  # the message of each watchdog stop in this process (ppcls.utils.cli reads it)
+
+
+def _stall_message(watchdog, dataset):
+    source = getattr(dataset, "cls_label_path", "the data")
+    return (f"the DataLoader workers (pids {', '.join(map(str, watchdog.fired))}) gave no batch "
+            f"of {source} for {watchdog.timeout:g} s and were stopped (stuck?); retry, or set "
+            f"DataLoader.*.loader.num_workers=0 ({WORKER_TIMEOUT_ENV} sets the wait)")
+
+
+def _worker_error(batches, watchdog, err, dataset):
+    """The one line for a loader whose worker process died or stopped answering."""
+    source = getattr(dataset, "cls_label_path", "the data")
+    if watchdog is not None and watchdog.fired is not None:
+        return DataError(_stall_message(watchdog, dataset))
+    dead = [w for w in getattr(batches, "_workers", []) if w.exitcode not in (None, 0)]
+    if not dead and "queue is killed" not in str(err) and "DataLoader" not in str(err):
+        return err
+    how = ", ".join(f"pid {w.pid} " + (f"killed by signal {-w.exitcode}" if w.exitcode < 0
+                                       else f"exit code {w.exitcode}") for w in dead)
+    return DataError(f"a DataLoader worker process died while reading {source}"
+                     f"{' (' + how + ')' if how else ''}; out of memory? lower "
+                     "DataLoader.*.loader.num_workers or the batch size")
 
 
 class LoaderSamples(paddle.io.Dataset):
@@ -150,22 +253,33 @@ class ImageDataLoader(paddle.io.DataLoader):
         # the epoch the sampler is about to give its keys (set_epoch); else the pass count
         self._pass_epoch = getattr(self.batch_sampler, "epoch", self._passes)
         self._passes += 1
-        batches = super().__iter__()
+        batches = _start_workers(lambda: super(ImageDataLoader, self).__iter__(), self.num_workers)
+        watchdog = (_Watchdog(batches, self.dataset)
+                    if self.num_workers > 0 and wait_limit() is not None else None)
         try:
-            yield from self._checked(bounded(batches, self.num_workers), skip)  # bounded wait
+            yield from self._checked(batches, skip, watchdog)
         finally:
             # An error raised here, or a consumer that stops early, leaves paddle's iterator
             # with live workers; shut them down now (bounded) instead of at garbage collection,
             # where the join can hang.
+            if watchdog is not None:
+                watchdog.stop()
             _shutdown(batches)
 
-    def _checked(self, batches, skip):
+    def _checked(self, batches, skip, watchdog=None):
         batch_index = -1
         while True:
             try:
+                if watchdog is not None:
+                    watchdog.waiting()
                 images, labels, indices, messages = next(batches)
             except StopIteration:
                 break
+            except SystemError as err:  # paddle: "Blocking queue is killed" when a worker died
+                raise _worker_error(batches, watchdog, err, self.dataset) from None
+            finally:
+                if watchdog is not None:
+                    watchdog.done()
             batch_index += 1
             empty = False
             for tagged in messages:

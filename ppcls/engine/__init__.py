@@ -5,7 +5,12 @@ from ppcls.engine.engine import Engine, ModelEMA, TrainingDiverged
 
 def train(config):
     """Train as ``config`` says; returns the best eval metric (or None)."""
-    return Engine(config, mode="train").train()
+    engine = Engine(config, mode="train")
+    try:
+        return engine.train()
+    finally:
+        if engine._run_lock is not None:
+            engine._run_lock.release()
 
 
 def evaluate(config):

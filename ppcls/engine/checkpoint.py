@@ -81,13 +81,15 @@ def _pause_wanted(stage):
 
 
 def _maybe_pause(stage, folder):
-    """If ``PPCLS_TEST_SAVE_PAUSE`` names this stage, say so in a marker file and wait forever."""
+    """If ``PPCLS_TEST_SAVE_PAUSE`` names this stage, say so in a marker file and wait until
+    the marker is removed (a test kills the process there, or deletes the marker to go on)."""
     if not _pause_wanted(stage):
         return
-    with open(os.path.join(folder, f".paused-{stage}"), "w") as f:
+    marker = os.path.join(folder, f".paused-{stage}")
+    with open(marker, "w") as f:
         f.write(str(os.getpid()))
-    while True:
-        time.sleep(1)
+    while os.path.exists(marker):
+        time.sleep(0.2)
 
 
 def _write_file(path, data, pause_stage=None):
@@ -134,6 +136,41 @@ def _finish_commit(prefix):
             os.remove(tmp)
 
 
+def _remove_temps(prefix):
+    for part in PARTS + ("pdstates",):
+        try:
+            os.remove(_tmp_name(f"{prefix}.{part}"))
+        except OSError:
+            pass
+
+
+def _write_uncommitted(prefix, blobs, states_blob):
+    """Write every file of the checkpoint ``prefix`` to its temp name (before the commit point).
+
+    Any failure (disk full, read-only, a signal) removes these temp files again, so the
+    previous checkpoint stays as it was and no debris keeps the disk full; an ``OSError``
+    becomes one ``OutputError`` line naming the file.
+    """
+    path = folder = os.path.dirname(os.path.abspath(prefix))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        _finish_commit(prefix)
+        for i, (part, data) in enumerate(list(blobs.items()) + [("pdstates", states_blob)]):
+            path = _tmp_name(f"{prefix}.{part}")
+            stage = "write" if (i == 0 and _pause_wanted("write")) else None
+            _write_file(path, data, pause_stage=stage)
+    except BaseException as err:
+        _remove_temps(prefix)
+        if not isinstance(err, OSError):
+            raise
+        from ppcls.utils.errors import write_error
+
+        old = (f"the previous checkpoint {prefix} is intact" if checkpoint_exists(prefix)
+               else "no earlier checkpoint")
+        raise write_error(err, path, f"saving the checkpoint {prefix} ({old}; temporary files "
+                                     "removed)") from None
+
+
 def save_checkpoint(prefixes, model_state, opt_state, states, ema_state=None):
     """Write one checkpoint under each prefix in ``prefixes`` (e.g. latest and epoch_5).
 
@@ -147,12 +184,7 @@ def save_checkpoint(prefixes, model_state, opt_state, states, ema_state=None):
     states_blob = _serialize(dict(states, files=files))
     for prefix in prefixes:
         folder = os.path.dirname(os.path.abspath(prefix))
-        os.makedirs(folder, exist_ok=True)
-        _finish_commit(prefix)
-        for i, (part, data) in enumerate(blobs.items()):
-            stage = "write" if (i == 0 and _pause_wanted("write")) else None
-            _write_file(_tmp_name(f"{prefix}.{part}"), data, pause_stage=stage)
-        _write_file(_tmp_name(f"{prefix}.pdstates"), states_blob)
+        _write_uncommitted(prefix, blobs, states_blob)
         _maybe_pause("before_commit", folder)
         os.replace(_tmp_name(f"{prefix}.pdstates"), prefix + COMMIT_SUFFIX)  # commit point
         _fsync_dir(folder)

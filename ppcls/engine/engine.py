@@ -26,7 +26,7 @@ import numpy as np
 import paddle
 
 from ppcls.arch import build_model
-from ppcls.engine import checkpoint, distributed
+from ppcls.engine import checkpoint, distributed, run_dir
 from ppcls.engine.amp import amp_settings, build_scaler
 from ppcls.engine.hooks import default_hooks
 from ppcls.engine.progressive import build_train_mode
@@ -35,6 +35,7 @@ from ppcls.loss import build_loss
 from ppcls.metric import build_metrics
 from ppcls.optimizer import build_optimizer
 from ppcls.utils import logger, profiler
+from ppcls.utils.cli import handle_sigterm
 from ppcls.utils.config import print_config, save_config
 from ppcls.utils.errors import ConfigError, UserError
 from ppcls.utils.global_config import select_device, with_defaults
@@ -102,6 +103,7 @@ class Engine:
             raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
         self.config = config
         self.mode = mode
+        handle_sigterm()  # one line and exit 143, not Paddle's fatal-error dump
         g = config.setdefault("Global", {})
         requested_device = g.get("device")
         self.g = with_defaults(g, ENGINE_KEYS)
@@ -111,7 +113,13 @@ class Engine:
         self.output_dir = os.path.join(g["output_dir"], self.arch_name)
         self.world_size, self.rank = distributed.world()
 
+        self._run_lock, notes = None, []
+        if mode == "train":  # one training per folder; a fresh run moves an earlier one aside
+            self._run_lock, notes = run_dir.prepare(self.output_dir, bool(g.get("checkpoints")),
+                                                    self.rank)
         logger.init_logger(os.path.join(self.output_dir, f"{mode}.log"))
+        for note in notes:
+            logger.info(note)
         print_config(config)
         self._check_sections()
         self.device = g["device"] = select_device(requested_device)
@@ -135,11 +143,12 @@ class Engine:
         # Losses and metrics first: a typo there should not wait for the data to be checked.
         loss_cfg = config.get("Loss") or {}
         metric_cfg = config.get("Metric") or {}
+        class_num = (config.get("Arch") or {}).get("class_num", 1000)
         if mode == "train":
             self.train_loss = build_loss(loss_cfg["Train"], "Loss.Train")
-            self.train_metrics = build_metrics(metric_cfg.get("Train"), "Metric.Train")
+            self.train_metrics = build_metrics(metric_cfg.get("Train"), "Metric.Train", class_num)
         self.eval_loss = build_loss(loss_cfg["Eval"], "Loss.Eval") if loss_cfg.get("Eval") else None
-        self.eval_metrics = build_metrics(metric_cfg.get("Eval"), "Metric.Eval")
+        self.eval_metrics = build_metrics(metric_cfg.get("Eval"), "Metric.Eval", class_num)
 
         from ppcls.data import build_dataloader
 

@@ -64,9 +64,21 @@ class MetricList:
         return out
 
 
-def build_metrics(section, where="Metric"):
+def check_topk(metric, class_num, where):
+    """A top-k above the number of classes is a config mistake (every sample would count as
+    a hit): refuse it with one line."""
+    if not isinstance(class_num, int) or isinstance(class_num, bool) or class_num < 1:
+        return  # (a bad class_num is reported by the model builder)
+    too_big = [k for k in getattr(metric, "topk", None) or [] if k > class_num]
+    if too_big:
+        raise ConfigError(f"{where}: topk {too_big[0]} exceeds the {class_num} classes of the model "
+                          f"(Arch.class_num); use values up to {class_num}, e.g. topk: [1, "
+                          f"{min(5, class_num)}]")
+
+
+def build_metrics(section, where="Metric", class_num=None):
     """``section``: a list of ``{MetricName: {...}}`` items (``Metric.Train`` / ``Metric.Eval``);
-    ``None`` or an empty list means no metric."""
+    ``None`` or an empty list means no metric. ``class_num``: the model's, bounds ``topk``."""
     if section is None:
         return MetricList([])
     if not isinstance(section, list):
@@ -76,6 +88,7 @@ def build_metrics(section, where="Metric"):
         if not isinstance(item, dict) or len(item) != 1:
             raise ConfigError(f"{where}.{i} must be one mapping {{MetricName: {{...}}}}, got {item!r}")
         metrics.append(build(item, METRICS, f"{where}.{i}"))
+        check_topk(metrics[-1], class_num, f"{where}.{i}.{next(iter(item))}")
     return MetricList(metrics)
 
 

@@ -70,11 +70,39 @@ def _regularizer(reg, where):
     return REGULARIZERS[reg["name"]](float(reg.get("coeff", 0.0)))
 
 
+# Ranges of the numeric keys any optimizer may take: (low, high, low included, high included).
+BOUNDS = {"momentum": (0.0, 1.0, True, False), "beta1": (0.0, 1.0, True, False),
+          "beta2": (0.0, 1.0, True, False), "rho": (0.0, 1.0, True, False),
+          "epsilon": (0.0, None, False, None), "weight_decay": (0.0, None, True, None),
+          "clip_norm": (0.0, None, False, None)}
+
+
+def check_bounds(section, where):
+    """Refuse out-of-range values (momentum -5, regularizer coeff -1...) with one line."""
+    reg = section.get("regularizer")
+    items = [(k, section[k]) for k in BOUNDS if section.get(k) is not None]
+    if isinstance(reg, dict) and reg.get("coeff") is not None:
+        items.append(("regularizer.coeff", reg["coeff"]))
+    for key, value in items:
+        low, high, low_in, high_in = BOUNDS.get(key, (0.0, None, True, None))
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if key == "weight_decay" and isinstance(value, (str, dict)):
+                continue  # a PaddleClas regularizer spec given as weight_decay
+            raise ConfigError(f"{where}.{key} expects a number, got {value!r}")
+        ok = (value >= low if low_in else value > low) and (
+            high is None or (value <= high if high_in else value < high))
+        if not ok:
+            rng = (("[" if low_in else "(") + f"{low:g}, " + (f"{high:g}" if high is not None
+                   else "inf") + ("]" if high_in else ")"))
+            raise ConfigError(f"{where}.{key} must be in {rng}, got {value!r}")
+
+
 def build_optimizer(section, epochs, step_each_epoch, model, where="Optimizer"):
     """``Optimizer`` section -> ``(paddle optimizer, LRPlan)`` for ``model``'s parameters."""
     if not isinstance(section, dict) or "name" not in section:
         raise ConfigError(f"{where} must be a mapping with a name; registered optimizers: "
                           + ", ".join(OPTIMIZERS.names()))
+    check_bounds(section, where)
     spec = {k: v for k, v in section.items() if k not in COMMON_KEYS}
     if "lr" not in section:
         raise ConfigError(f"{where}.lr is missing (e.g. {{name: Cosine, learning_rate: 0.1}})")

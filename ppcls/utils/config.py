@@ -206,8 +206,17 @@ def print_config(cfg):
 
 def save_config(cfg, path):
     """Write the resolved config as YAML (atomically: temp file, then rename)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        yaml.safe_dump(copy.deepcopy(cfg), f, sort_keys=False, allow_unicode=True)
-    os.replace(tmp, path)
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(tmp, "w", encoding="utf-8") as f:
+            yaml.safe_dump(copy.deepcopy(cfg), f, sort_keys=False, allow_unicode=True)
+        os.replace(tmp, path)
+    except OSError as err:  # disk full, read-only: one line, no debris
+        from ppcls.utils.errors import write_error
+
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise write_error(err, path, "saving the run's config") from None

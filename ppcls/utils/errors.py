@@ -19,3 +19,21 @@ class DataError(UserError):
 
 class CheckpointError(UserError):
     pass
+
+
+class OutputError(UserError):
+    """An output cannot be written (folder held by another run, read-only, disk full)."""
+
+
+def write_error(err, path, what):
+    """An ``OSError`` while writing ``path`` -> one ``OutputError`` line naming the path and
+    what was being written (``what``: "saving checkpoint ...")."""
+    import errno
+
+    reason = err.strerror or str(err)
+    hint = ""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        hint = "; free some space"
+    elif err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        hint = "; choose a writable Global.output_dir"
+    return OutputError(f"cannot write {path} ({reason}) while {what}{hint}")

@@ -28,11 +28,35 @@ def init_logger(log_file=None, level=logging.INFO):
     stream.setFormatter(_FORMAT)
     _LOGGER.addHandler(stream)
     if log_file and is_main:
-        os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
-        handler = logging.FileHandler(log_file, mode="a", encoding="utf-8")
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
+            handler = _LogFile(log_file)
+        except OSError as err:
+            from ppcls.utils.errors import write_error
+
+            raise write_error(err, log_file, "opening the log file") from None
         handler.setFormatter(_FORMAT)
         _LOGGER.addHandler(handler)
     return _LOGGER
+
+
+class _LogFile(logging.FileHandler):
+    """The log file; when a write fails (disk full, file system gone read-only), one line on
+    stderr says so and the log goes on on stdout only, instead of a traceback per line."""
+
+    def __init__(self, path):
+        super().__init__(path, mode="a", encoding="utf-8")
+
+    def handleError(self, record):
+        err = sys.exc_info()[1]
+        _LOGGER.removeHandler(self)
+        try:
+            self.close()
+        except OSError:
+            pass
+        reason = getattr(err, "strerror", None) or err
+        print(f"Warning: cannot write the log file {self.baseFilename} ({reason}); logging to "
+              "stdout only from now on", file=sys.stderr, flush=True)
 
 
 def _ensure():

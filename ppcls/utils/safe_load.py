@@ -119,4 +119,41 @@ def safe_load(path, data=None, **configs):
     return paddle.load(io.BytesIO(data), **configs)
 
 
-__all__ = ["safe_load", "check_pickle"]
+
+
+def verify_recorded_hash(path):
+    """A weights-only read of ``path`` (``output/x/latest.pdparams``, also ``.pdema``): when a
+    ``.pdstates`` of ours lies beside it (``ppcls.engine.checkpoint`` writes the SHA-256 of
+    each file of a checkpoint into its ``files`` entry), the file must have that hash, else
+    ``CheckpointError`` naming the file. Files without one (PaddleClas's, exported) pass."""
+    import hashlib
+
+    path = os.fspath(path)
+    prefix, dot, part = path.rpartition(".")
+    if not dot or part not in ("pdparams", "pdema"):
+        return
+    recorded = []
+    for states_path in (prefix + ".pdstates", prefix + ".pdstates.commit"):  # (+ a save's commit)
+        if os.path.isfile(states_path):
+            try:
+                states = safe_load(states_path)
+            except CheckpointError:
+                raise
+            except Exception as err:
+                raise CheckpointError(f"{states_path} is not a readable .pdstates file "
+                                      f"({' '.join(str(err).split())})") from None
+            digest = (states.get("files") or {}).get(part) if isinstance(states, dict) else None
+            if digest:
+                recorded.append(digest)
+    if not recorded:
+        return
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    if h.hexdigest() not in recorded:
+        raise CheckpointError(f"{path} does not match the SHA-256 recorded in {prefix}.pdstates "
+                              "beside it: the file was modified or mixed with another checkpoint")
+
+
+__all__ = ["safe_load", "check_pickle", "verify_recorded_hash"]

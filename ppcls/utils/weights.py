@@ -121,8 +121,9 @@ def read_state_dict(path):
             raise CheckpointError(f"{path} is not a readable .safetensors file: "
                                   f"{_one_line(err)}") from None
     else:
-        from ppcls.utils.safe_load import safe_load  # refuses pickles that would run code
+        from ppcls.utils.safe_load import safe_load, verify_recorded_hash  # (no code runs)
 
+        verify_recorded_hash(path)  # a checkpoint's .pdparams: the hash in its .pdstates
         try:
             raw = safe_load(path, return_numpy=True)
         except CheckpointError:
