@@ -1,6 +1,7 @@
 """Training and evaluation: ``Engine`` plus the two entry points the tools call."""
 
-from ppcls.engine.engine import Engine, ModelEMA, TrainingDiverged
+from ppcls.engine.ema import ModelEMA
+from ppcls.engine.engine import Engine, TrainingDiverged
 
 
 def train(config):

@@ -15,7 +15,6 @@ reductions: ``ppcls.engine.distributed``; per-step hooks (the ``PPCLS_TRACE_DIR`
 ``ppcls.engine.hooks``; ``Global`` keys and their defaults: ``ppcls.utils.global_config``.
 """
 
-import copy
 import datetime
 import math
 import os
@@ -28,6 +27,7 @@ import paddle
 from ppcls.arch import build_model
 from ppcls.engine import checkpoint, distributed, run_dir
 from ppcls.engine.amp import amp_settings, build_scaler
+from ppcls.engine.ema import build_ema
 from ppcls.engine.hooks import default_hooks
 from ppcls.engine.progressive import build_train_mode
 from ppcls.ops import fast_cpu
@@ -40,7 +40,6 @@ from ppcls.utils.config import print_config, save_config
 from ppcls.utils.errors import ConfigError, UserError
 from ppcls.utils.global_config import select_device, with_defaults
 
-EMA_KEYS = {"decay"}
 # The Global keys the engine reads; their defaults come from the one table.
 ENGINE_KEYS = ("checkpoints", "pretrained_model", "output_dir", "device", "save_interval",
                "eval_during_train", "eval_interval", "start_eval_epoch", "epochs",
@@ -64,29 +63,6 @@ class AverageMeter:
     @property
     def avg(self):
         return self.sum / self.count if self.count else 0.0
-
-
-class ModelEMA:
-    """Exponential moving average of a model's weights (parameters and BN statistics)."""
-
-    def __init__(self, model, decay):
-        if not isinstance(decay, (int, float)) or isinstance(decay, bool) or not 0 < decay < 1:
-            raise ConfigError(f"EMA.decay expects a number in (0, 1), got {decay!r}")
-        self.decay = float(decay)
-        self.model = copy.deepcopy(model)
-        self.model.eval()
-        for p in self.model.parameters():
-            p.stop_gradient = True
-
-    @paddle.no_grad()
-    def update(self, model):
-        current = model.state_dict()
-        for name, value in self.model.state_dict().items():
-            src = current[name]
-            if paddle.is_floating_point(value):
-                value.set_value(value * self.decay + src.astype(value.dtype) * (1.0 - self.decay))
-            else:
-                value.set_value(src)
 
 
 def _fmt_eta(seconds):
@@ -194,10 +170,7 @@ class Engine:
             self._build_optimizer()
 
         if mode == "train" and config.get("EMA"):
-            ema_cfg = config["EMA"]
-            if not isinstance(ema_cfg, dict) or set(ema_cfg) - EMA_KEYS:
-                raise ConfigError(f"EMA expects {{decay: 0.9999}}, got {ema_cfg!r}")
-            self.ema = ModelEMA(self.model, ema_cfg.get("decay", 0.9999))
+            self.ema = build_ema(self.model, config["EMA"])
         # (the EMA copy is taken before AMP O2 casts the model, so it averages in float32)
         if self.amp and self.amp["level"] == "O2":
             if mode == "train":
