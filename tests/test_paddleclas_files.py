@@ -282,8 +282,11 @@ def test_upstream_recipe_runs_with_mobilenext(runner, digits, filename):
     if filename == "ResNet50.yaml":
         assert "Arch.pretrained=True: " in log and PUBLISHED in log
         assert "classifier.1.weight, classifier.1.bias" in log  # the 1000-class head is skipped
+    # the label map its Infer section names is part of its data set (flowers102's list)
+    labels = os.path.join(digits["root"], "label_list.txt")
     log = runner(key, EXPORT, config, overrides + [
-        "Global.device=cpu", "Global.pretrained_model=output/MobileNeXt_x1_0/latest"])
+        "Global.device=cpu", "Global.pretrained_model=output/MobileNeXt_x1_0/latest",
+        f"Infer.PostProcess.class_id_map_file={labels}"])
     assert os.path.isfile(os.path.join(runner.view(key), "inference", "inference.pdiparams"))
 
 
