@@ -118,6 +118,7 @@ def weights_env(published, tmp_path, monkeypatch):
     server, _ = published
     monkeypatch.setenv(download.BASE_URL_ENV, server.url)
     monkeypatch.setenv(download.WEIGHTS_HOME_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv("no_proxy", "127.0.0.1")  # a proxy in the environment must not see it
     return server, str(tmp_path / "cache")
 
 
@@ -162,7 +163,7 @@ def runner(tmp_path_factory, published):
     base = tmp_path_factory.mktemp("pcruns")
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONWARNINGS": "ignore",
            download.BASE_URL_ENV: published[0].url,
-           download.WEIGHTS_HOME_ENV: str(base / "weights_cache")}
+           download.WEIGHTS_HOME_ENV: str(base / "weights_cache"), "no_proxy": "127.0.0.1"}
     views = {}
 
     def run(name, script, config, overrides, cwd=""):
