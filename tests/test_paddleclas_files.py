@@ -30,7 +30,7 @@ PADDLECLAS = os.path.join(FIXTURES, "paddleclas")
 SEED = os.path.join(PADDLECLAS, "seed")
 UPSTREAM = os.path.join(PADDLECLAS, "upstream")
 PUBLISHED = "MobileNeXt_x1_0_pretrained.pdparams"
-N_TRAIN, N_VAL, BATCH = 8, 4, 4  # two iterations an epoch, one eval batch
+N_TRAIN, N_VAL, BATCH = 4, 2, 2  # two iterations an epoch, one eval batch
 
 
 # ------------------------------------------------------------------------------ shared set-up
