@@ -221,9 +221,11 @@ def test_recipe_trains_evaluates_and_infers_unchanged(recipe_runs, runner, digit
 
     log = runner(key, INFER, config, ["Global.device=cpu", f"Infer.infer_imgs={digits['images']}",
                                       f"Global.pretrained_model=output/{name}/latest"])
-    results = re.findall(r"'class_ids': \[([0-9, ]+)\].*'file_name': '([^']+)'", log)
-    assert sorted(os.path.basename(f) for _, f in results) == sorted(os.listdir(digits["images"]))
-    assert all(len(ids.split(",")) == 5 for ids, _ in results)  # the recipe's topk: 5
+    # one dict per image (printed one a line, or one list a batch)
+    files = re.findall(r"'file_name': '([^']+)'", log)
+    assert sorted(os.path.basename(f) for f in files) == sorted(os.listdir(digits["images"]))
+    ids = re.findall(r"'class_ids': \[([0-9, ]+)\]", log)
+    assert len(ids) == len(files) and all(len(i.split(",")) == 5 for i in ids)  # topk: 5
 
 
 PREDICTIONS = [("seed", "seed"), ("seed", "upstream"), ("upstream", "upstream")]
