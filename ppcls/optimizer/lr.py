@@ -158,9 +158,17 @@ def build_lr(lr_config, epochs, step_each_epoch, where="Optimizer.lr"):
     warmup_epoch = lr_config.get("warmup_epoch", 0)
     warmup_start_lr = lr_config.get("warmup_start_lr", 0.0)
     unit = 1 if by_epoch else step_each_epoch
-    if not 0 <= warmup_epoch < epochs:
-        raise ConfigError(f"{where} ({spec['name']}): warmup_epoch must be in "
-                          f"[0, Global.epochs={epochs}), got {warmup_epoch}")
+    if isinstance(warmup_epoch, bool) or not isinstance(warmup_epoch, (int, float)) \
+            or warmup_epoch < 0:
+        raise ConfigError(f"{where} ({spec['name']}): warmup_epoch must be a number >= 0, "
+                          f"got {warmup_epoch!r}")
+    if warmup_epoch >= epochs > 0:  # PaddleClas's rule: the warm-up is cut to the run
+        from ppcls.utils import logger
+
+        logger.warning(f"{where}.warmup_epoch ({warmup_epoch}) is not shorter than the run "
+                       f"(Global.epochs={epochs}): the warm-up is shortened to {epochs} epoch(s), "
+                       "the whole run")
+        warmup_epoch = epochs
     warmup_steps = int(round(warmup_epoch * unit))
     main = build(spec, LR_SCHEDULES, where, total_steps=epochs * unit, warmup_steps=warmup_steps,
                  steps_per_epoch=unit, epochs=epochs)

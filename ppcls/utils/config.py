@@ -41,7 +41,13 @@ _Loader.add_implicit_resolver(
 
 
 def parse_value(text):
-    """A value as YAML reads it (``10`` -> int, ``1e-5`` -> float, ``[1,2]`` -> list, ``True``)."""
+    """A value as YAML reads it (``10`` -> int, ``1e-5`` -> float, ``[1,2]`` -> list, ``True``).
+
+    ``None`` is also null (PaddleClas evaluates ``-o`` values as Python literals, so
+    ``-o Global.pretrained_model=None`` means no weights), as YAML's ``null`` / ``~`` are.
+    """
+    if text.strip() == "None":
+        return None
     try:
         return yaml.load(text, Loader=_Loader)
     except yaml.YAMLError:

@@ -187,22 +187,49 @@ class MobileNeXt(nn.Layer):
         return self.classifier(x)
 
 
-def _build(scale, pretrained=False, class_num=1000, **kwargs):
-    model = MobileNeXt(scale=scale, class_num=class_num, **kwargs)
-    if pretrained:
-        from ppcls.utils.weights import load_pretrained
-
-        load_pretrained(model, pretrained)
-    return model
-
-
 WIDTHS = {"x0_35": 0.35, "x0_5": 0.5, "x0_75": 0.75, "x1_0": 1.0, "x1_4": 1.4}
 ALIASES = {"x0_35": "35", "x0_5": "50", "x0_75": "75", "x1_0": "100", "x1_4": "140"}
+# ``Arch.pretrained: True``: the ImageNet weights PaddleClas publishes (its model zoo lists
+# only width 1.0 for MobileNeXt), downloaded once into ~/.paddleclas/weights/.
+PRETRAINED_URLS = {
+    "x1_0": "https://paddle-imagenet-models-name.bj.bcebos.com/dygraph/"
+            "MobileNeXt_x1_0_pretrained.pdparams",
+}
+
+
+def _load_pretrained(model, suffix, pretrained):
+    """``Arch.pretrained``: ``True`` (PaddleClas's published file) or a path. A classifier of
+    another ``class_num`` is left as initialised, with a warning (fine-tuning)."""
+    from ppcls.utils.weights import load_pretrained
+
+    def load(path):
+        load_pretrained(model, path, skip_mismatched_head=True)
+
+    if pretrained is not True:
+        return load(pretrained)
+    if suffix not in PRETRAINED_URLS:
+        from ppcls.utils.errors import CheckpointError
+
+        raise CheckpointError(
+            f"Arch.pretrained=True: PaddleClas publishes no pretrained weights for "
+            f"MobileNeXt_{suffix} (only for {', '.join('MobileNeXt_' + s for s in PRETRAINED_URLS)}); "
+            "pass the path of a .pdparams or .safetensors file instead "
+            f"(Arch.pretrained=./MobileNeXt_{suffix}_pretrained.pdparams)")
+    from ppcls.utils.download import fetch_pretrained
+
+    fetch_pretrained(PRETRAINED_URLS[suffix], load)
+
+
+def _build(suffix, pretrained=False, class_num=1000, **kwargs):
+    model = MobileNeXt(scale=WIDTHS[suffix], class_num=class_num, **kwargs)
+    if pretrained:
+        _load_pretrained(model, suffix, pretrained)
+    return model
 
 
 def _register_width(suffix, scale):
     def constructor(pretrained=False, class_num=1000, **kwargs):
-        return _build(scale, pretrained=pretrained, class_num=class_num, **kwargs)
+        return _build(suffix, pretrained=pretrained, class_num=class_num, **kwargs)
 
     constructor.__doc__ = f"MobileNeXt at width {scale} (PaddleClas name MobileNeXt_{suffix})."
     # the keys an Arch section may give (checked by ppcls.utils.registry.build): MobileNeXt's
