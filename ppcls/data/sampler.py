@@ -41,6 +41,18 @@ from .dataset import SampleKey
 SAMPLERS = Registry("sampler", listing="known")
 
 
+def _batched(keys, batch_size, drop_last):
+    """``keys`` in lists of ``batch_size`` (the last one shorter unless ``drop_last``)."""
+    batch = []
+    for key in keys:
+        batch.append(key)
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch and not drop_last:
+        yield batch
+
+
 @SAMPLERS.register
 class DistributedBatchSampler(paddle.io.DistributedBatchSampler):
     def __iter__(self):
@@ -75,14 +87,7 @@ class BatchSampler(paddle.io.BatchSampler):
         order = np.arange(len(self.dataset)).tolist()
         if self.shuffle:
             np.random.RandomState(epoch).shuffle(order)  # DistributedBatchSampler's order on one card
-        batch = []
-        for i in order:
-            batch.append(SampleKey(int(i), epoch))
-            if len(batch) == self.batch_size:
-                yield batch
-                batch = []
-        if batch and not self.drop_last:
-            yield batch
+        yield from _batched((SampleKey(int(i), epoch) for i in order), self.batch_size, self.drop_last)
         self.epoch = epoch + 1
 
 
@@ -117,14 +122,7 @@ class RASampler(DistributedBatchSampler):
 
     def __iter__(self):
         epoch = self.epoch
-        batch = []
-        for key in self.keys(epoch):
-            batch.append(key)
-            if len(batch) == self.batch_size:
-                yield batch
-                batch = []
-        if batch and not self.drop_last:
-            yield batch
+        yield from _batched(self.keys(epoch), self.batch_size, self.drop_last)
         self.epoch = epoch + 1
 
     def __len__(self):
