@@ -16,26 +16,53 @@ PaddleClas schema::
 An optimizer is one decorated ``paddle.optimizer`` class; its own keys (``momentum``,
 ``beta1``...) are checked against its constructor. The common keys above (``lr``,
 ``regularizer``, ``clip_norm`` and the two no-decay keys) are handled here: the parameters,
-learning rate, weight decay and gradient clip are supplied to the constructor. An optimizer
-that takes ``apply_decay_param_fun`` (AdamW) gets decoupled ``weight_decay`` from its own key
-and no regularizer.
+learning rate, weight decay and gradient clip are supplied to the constructor.
+
+- ``clip_norm: X`` clips each gradient tensor to norm X (``paddle.nn.ClipGradByNorm``), as
+  PaddleClas does.
+- Coupled optimizers (Momentum, SGD, Adam, RMSProp) take ``regularizer`` or, as PaddleClas's
+  do, a number ``weight_decay`` (L2 coefficient; the regularizer wins when both are set).
+- An AdamW (``AdamW``, ``AdamWDL``) gets decoupled ``weight_decay`` from its own key and no
+  regularizer. PaddleClas's AdamW and AdamWDL take any other key (``**args``) and ignore it:
+  here such keys are accepted with ONE warning listing them, except ``clip_grad``, which
+  means a global-norm clip (see :func:`grad_clip`).
 """
 
 import paddle
+from paddle.nn.clip import ClipGradBase
 
 from ppcls.optimizer.lr import build_lr
+from ppcls.utils import logger
 from ppcls.utils.errors import ConfigError
-from ppcls.utils.registry import Registry, accepted_keys, build
+from ppcls.utils.registry import Registry, accepted_keys, build, suggest
 
 OPTIMIZERS = Registry("optimizer")
 REGULARIZERS = {"L2": paddle.regularizer.L2Decay, "L1": paddle.regularizer.L1Decay}
 COMMON_KEYS = ("lr", "regularizer", "clip_norm", "no_weight_decay_name",
                "one_dim_param_no_weight_decay")
+NONE_WORDS = ("none", "null", "~", "")
 
 OPTIMIZERS.register(paddle.optimizer.Momentum, name="Momentum")
 OPTIMIZERS.register(paddle.optimizer.SGD, name="SGD")
-OPTIMIZERS.register(paddle.optimizer.AdamW, name="AdamW")
 OPTIMIZERS.register(paddle.optimizer.Adam, name="Adam")
+
+
+@OPTIMIZERS.register
+class AdamW(paddle.optimizer.AdamW):
+    """paddle's AdamW (decoupled ``weight_decay``) with PaddleClas's keys and defaults.
+    ``weight_decay`` null or absent means no decay (PaddleClas passes None on, which paddle
+    refuses). ``takes_any_key``: PaddleClas's AdamW swallows unknown keys (``**args``)."""
+
+    takes_any_key = True
+    no_effect = ()  # common keys this optimizer ignores, as PaddleClas's does
+
+    def __init__(self, learning_rate, beta1=0.9, beta2=0.999, epsilon=1e-8, weight_decay=None,
+                 multi_precision=False, amsgrad=False, lazy_mode=False, parameters=None,
+                 apply_decay_param_fun=None, grad_clip=None):
+        super().__init__(learning_rate, beta1=beta1, beta2=beta2, epsilon=epsilon,
+                         parameters=parameters, weight_decay=float(weight_decay or 0.0),
+                         apply_decay_param_fun=apply_decay_param_fun, grad_clip=grad_clip,
+                         lazy_mode=lazy_mode, multi_precision=multi_precision, amsgrad=amsgrad)
 
 
 @OPTIMIZERS.register
@@ -97,6 +124,91 @@ def check_bounds(section, where):
             raise ConfigError(f"{where}.{key} must be in {rng}, got {value!r}")
 
 
+class ClipGradChain(ClipGradBase):
+    """Several gradient clips, one after the other (``clip_norm`` and ``clip_grad`` both set)."""
+
+    def __init__(self, clips):
+        super().__init__()
+        self.clips = list(clips)
+
+    def _dygraph_clip(self, params_grads):
+        for clip in self.clips:
+            params_grads = clip(params_grads)
+        return params_grads
+
+    def __str__(self):
+        return " then ".join(str(c) for c in self.clips)
+
+
+def _is_none(value):
+    return value is None or (isinstance(value, str) and value.strip().lower() in NONE_WORDS)
+
+
+def grad_clip(section, where, takes_clip_grad):
+    """The gradient clip the section asks for, or None; says what it does in the log.
+
+    - ``clip_norm: X`` (PaddleClas's key): each gradient tensor is clipped to norm X,
+      ``paddle.nn.ClipGradByNorm``, exactly as PaddleClas.
+    - ``clip_grad: X`` (written by 18 PaddleClas AdamW recipes, which PaddleClas ignores):
+      the recipes' authors meant timm's ``--clip-grad``, so here it clips the global norm of
+      all gradients together to X (``paddle.nn.ClipGradByGlobalNorm``); ``None``/``null``
+      means no clipping. Logged once, when the optimizer is built (once a run).
+    """
+    clips = []
+    norm = section.get("clip_norm")
+    if not _is_none(norm):
+        clips.append(paddle.nn.ClipGradByNorm(float(norm)))
+        logger.info(f"{where}.clip_norm: {norm}: each gradient tensor is clipped to L2 norm "
+                    f"{norm} (ClipGradByNorm, as PaddleClas)")
+    if takes_clip_grad and "clip_grad" in section:
+        value = section["clip_grad"]
+        if _is_none(value):
+            logger.info(f"{where}.clip_grad: {value}: no gradient clipping from clip_grad")
+        else:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ConfigError(f"{where}.clip_grad expects a number > 0 or None, got {value!r}")
+            clips.append(paddle.nn.ClipGradByGlobalNorm(float(value)))
+            logger.info(f"{where}.clip_grad: {value}: the global L2 norm of all gradients "
+                        f"together is clipped to {value} (ClipGradByGlobalNorm, timm's "
+                        "--clip-grad; PaddleClas ignores this key)")
+    if len(clips) > 1:
+        return ClipGradChain(clips)
+    return clips[0] if clips else None
+
+
+def _coupled_decay(section, spec, where):
+    """Momentum/SGD/Adam/RMSProp: ``regularizer``, else PaddleClas's ``weight_decay`` number
+    (an L2 coefficient, paddle's meaning of a float weight_decay)."""
+    reg = _regularizer(section.get("regularizer"), where)
+    wd = spec.pop("weight_decay", None)
+    if wd is None:
+        return reg
+    if reg is not None:
+        logger.warning(f"{where}: both regularizer and weight_decay are set: weight_decay "
+                       f"({wd}) is ignored, as PaddleClas does")
+        return reg
+    if isinstance(wd, dict):
+        return _regularizer(wd, f"{where}.weight_decay")
+    return paddle.regularizer.L2Decay(float(wd))
+
+
+def _no_effect(section, cls, spec, where):
+    """Keys PaddleClas's optimizer swallows through ``**args`` (or takes and never uses):
+    dropped from ``spec``, listed in one warning."""
+    keys = accepted_keys(cls, ("learning_rate", "parameters", "apply_decay_param_fun",
+                               "grad_clip", "model"))[0]
+    unused = [k for k in spec if k != "name" and k not in keys and k != "clip_grad"]
+    unused += [k for k in getattr(cls, "no_effect", ()) if k in section]
+    for key in unused:
+        spec.pop(key, None)
+    if unused:
+        hints = "".join(suggest(k, keys) for k in unused if suggest(k, keys))
+        logger.warning(f"{where}: {', '.join(f'{where}.{k}' for k in unused)} "
+                       f"{'has' if len(unused) == 1 else 'have'} no effect: PaddleClas's "
+                       f"{spec['name']} accepts any key and ignores these{hints}; "
+                       f"{spec['name']} uses: {', '.join(keys)}")
+
+
 def build_optimizer(section, epochs, step_each_epoch, model, where="Optimizer"):
     """``Optimizer`` section -> ``(paddle optimizer, LRPlan)`` for ``model``'s parameters."""
     if not isinstance(section, dict) or "name" not in section:
@@ -106,16 +218,19 @@ def build_optimizer(section, epochs, step_each_epoch, model, where="Optimizer"):
     spec = {k: v for k, v in section.items() if k not in COMMON_KEYS}
     if "lr" not in section:
         raise ConfigError(f"{where}.lr is missing (e.g. {{name: Cosine, learning_rate: 0.1}})")
+    optimizer_cls = OPTIMIZERS.get(spec["name"]) if spec["name"] in OPTIMIZERS else None
+    takes_any = bool(getattr(optimizer_cls, "takes_any_key", False))
+    if takes_any:
+        _no_effect(section, optimizer_cls, spec, where)
+        spec.pop("clip_grad", None)
     plan = build_lr(section["lr"], epochs, step_each_epoch, where=f"{where}.lr")
     names = section.get("no_weight_decay_name") or []
     names = names.split() if isinstance(names, str) else list(names)
     decay, no_decay = split_decay(model, names,
                                   bool(section.get("one_dim_param_no_weight_decay", False)))
-    clip = section.get("clip_norm")
-    supplied = {"learning_rate": plan.scheduler,
-                "grad_clip": paddle.nn.ClipGradByGlobalNorm(float(clip)) if clip else None}
-    optimizer_cls = OPTIMIZERS.get(spec["name"]) if spec["name"] in OPTIMIZERS else None
-    if optimizer_cls is not None and "apply_decay_param_fun" in accepted_keys(optimizer_cls)[0]:
+    supplied = {"learning_rate": plan.scheduler, "grad_clip": grad_clip(section, where, takes_any),
+                "model": model}
+    if optimizer_cls is not None and issubclass(optimizer_cls, paddle.optimizer.AdamW):
         if section.get("regularizer") is not None:
             raise ConfigError(f"{where}: {spec['name']} takes weight_decay (decoupled), not a "
                               "regularizer")
@@ -126,9 +241,8 @@ def build_optimizer(section, epochs, step_each_epoch, model, where="Optimizer"):
         groups = [{"params": [p for _, p in decay]}]
         if no_decay:
             groups.append({"params": [p for _, p in no_decay], "weight_decay": 0.0})
-        supplied.update(parameters=groups,
-                        weight_decay=_regularizer(section.get("regularizer"), where))
+        supplied.update(parameters=groups, weight_decay=_coupled_decay(section, spec, where))
     return build(spec, OPTIMIZERS, where, **supplied), plan
 
 
-__all__ = ["OPTIMIZERS", "REGULARIZERS", "build_optimizer", "split_decay"]
+__all__ = ["OPTIMIZERS", "REGULARIZERS", "build_optimizer", "grad_clip", "split_decay"]
