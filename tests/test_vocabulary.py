@@ -1,7 +1,8 @@
-"""PaddleClas's training vocabulary (issue 11): LR schedules against their formulas, the
-optimizers' keys, the losses on soft targets, batch_transform_ops through the loader, EMA as
-PaddleClas develop saves it, use_dali on CPU, and every upstream fixture YAML trained,
-evaluated and exported unchanged."""
+"""PaddleClas's training vocabulary (issues 11, 23): LR schedules against their formulas, the
+optimizers' keys (clip_norm per tensor, clip_grad, AdamWDL's layer-wise rates, swallowed
+keys), the losses on soft targets, batch_transform_ops through the loader, EMA as PaddleClas
+develop saves it, use_dali on CPU, and every upstream fixture YAML trained with MobileNeXt,
+evaluated and exported through tools/check_recipes.py."""
 
 import json
 import math
@@ -150,6 +151,159 @@ def test_adam_and_unknown_keys():
     assert isinstance(opt, paddle.optimizer.Adam)
     with pytest.raises(ConfigError, match="Optimizer.*rhoo"):
         build_optimizer({"name": "RMSProp", "rhoo": 0.9, "lr": 0.1}, 1, 1, model)
+
+
+def _large_gradient_step(section):
+    """One step of a 2-layer model whose gradients are ~1e5 (norms far above 1), SGD at lr 1;
+    returns ({name: gradient}, {name: move})."""
+    paddle.seed(0)
+    model = paddle.nn.Sequential(paddle.nn.Linear(4, 6), paddle.nn.Linear(6, 3))
+    opt, _ = build_optimizer({"name": "SGD", "lr": {"name": "Constant", "learning_rate": 1.0},
+                              **section}, 1, 1, model)
+    before = {n: p.numpy().copy() for n, p in model.named_parameters()}
+    (model(paddle.full([8, 4], 3.0)) * 1e5).sum().backward()
+    grads = {n: p.grad.numpy().copy() for n, p in model.named_parameters()}
+    opt.step()
+    return grads, {n: p.numpy() - before[n] for n, p in model.named_parameters()}
+
+
+def test_clip_norm_clips_each_tensor_as_paddleclas():
+    """PaddleClas's clip_norm is paddle.nn.ClipGradByNorm: each tensor to that norm."""
+    grads, moves = _large_gradient_step({"clip_norm": 1.0})
+    assert min(np.linalg.norm(g) for g in grads.values()) > 1e4
+    for name, move in moves.items():  # each tensor moves by exactly its clipped norm, 1.0
+        np.testing.assert_allclose(np.linalg.norm(move), 1.0, rtol=1e-5)
+        np.testing.assert_allclose(move, -grads[name] / np.linalg.norm(grads[name]), rtol=1e-4,
+                                   atol=1e-7)
+    # paddle's own ClipGradByNorm on the same gradients gives the same update
+    clip = paddle.nn.ClipGradByNorm(1.0)
+    for name, g in grads.items():
+        param = paddle.create_parameter(g.shape, "float32")
+        (_, clipped), = clip([(param, paddle.to_tensor(g))])
+        np.testing.assert_allclose(moves[name], -clipped.numpy(), rtol=1e-4, atol=1e-7)
+
+
+def test_clip_grad_is_a_global_norm_clip_on_adamw_only(monkeypatch):
+    infos = []
+    monkeypatch.setattr("ppcls.utils.logger.info", lambda msg, *a: infos.append(msg))
+    # the SGD step above, clipped as clip_grad means here: all tensors together to norm 1
+    from ppcls.optimizer.optimizer import grad_clip
+
+    clip = grad_clip({"clip_grad": 1.0}, "Optimizer", True)
+    assert isinstance(clip, paddle.nn.ClipGradByGlobalNorm)
+    assert "global L2 norm" in infos[-1] and "Optimizer.clip_grad: 1.0" in infos[-1]
+    assert grad_clip({"clip_grad": "None"}, "Optimizer", True) is None  # YAML's `None`
+    assert grad_clip({"clip_grad": None}, "Optimizer", True) is None    # YAML's `null`
+    assert "no gradient clipping" in infos[-1]
+    with pytest.raises(ConfigError, match="Optimizer.clip_grad expects a number > 0 or None"):
+        grad_clip({"clip_grad": -1}, "Optimizer", True)
+    # PaddleClas's Momentum takes no **args: clip_grad there is refused, as PaddleClas does
+    with pytest.raises(ConfigError, match="Optimizer.clip_grad"):
+        build_optimizer({"name": "Momentum", "momentum": 0.9, "clip_grad": 1.0, "lr": 0.1}, 1, 1,
+                        _tiny_model())
+
+
+@pytest.mark.parametrize("text", ["5.0", "None", "null"])
+def test_clip_grad_trains_and_the_log_says_what_it_does(text, digits, tmp_path):
+    """clip_grad as the upstream recipes write it (5.0, None, null), read from YAML text."""
+    import yaml
+
+    from ppcls.engine import Engine
+    from ppcls.utils.config import _Loader
+
+    value = yaml.load(f"clip_grad: {text}", Loader=_Loader)["clip_grad"]
+    cfg = _engine_config(digits, str(tmp_path))
+    cfg["Global"]["eval_during_train"] = False
+    cfg["Optimizer"] = {"name": "AdamW", "weight_decay": 0.05, "clip_grad": value,
+                        "lr": {"name": "Constant", "learning_rate": 0.001}}
+    engine = Engine(cfg, "train")
+    before = engine.bare_model.classifier[1].weight.numpy().copy()
+    engine.train()
+    assert not np.array_equal(engine.bare_model.classifier[1].weight.numpy(), before)
+    log = open(os.path.join(str(tmp_path), "MobileNeXt_x0_35", "train.log")).read()
+    assert "[Train][Epoch 1/1][Iter: 1/2]" in log
+    said = [line for line in log.splitlines() if "Optimizer.clip_grad" in line]
+    assert len(said) == 1, said  # once a run
+    if text == "5.0":
+        assert "the global L2 norm of all gradients together is clipped to 5.0" in said[0]
+        assert isinstance(engine.optimizer._grad_clip, paddle.nn.ClipGradByGlobalNorm)
+    else:
+        assert "no gradient clipping" in said[0]
+        assert engine.optimizer._grad_clip is None
+
+
+def test_adamw_swallows_other_keys_with_one_warning(monkeypatch):
+    warned = []
+    monkeypatch.setattr("ppcls.utils.logger.warning", lambda msg, *a: warned.append(msg))
+    opt, _ = build_optimizer({"name": "AdamW", "weight_decay": 0.05, "bet1": 0.8, "foo": 1,
+                              "clip_grad": None, "lr": 0.1}, 1, 1, _tiny_model())
+    assert isinstance(opt, paddle.optimizer.AdamW) and len(warned) == 1
+    assert "Optimizer.bet1, Optimizer.foo have no effect" in warned[0]
+    assert "did you mean 'beta1'?" in warned[0]
+    warned.clear()
+    build_optimizer({"name": "AdamW", "weight_decay": 0.05, "lr": 0.1}, 1, 1, _tiny_model())
+    assert not warned
+
+
+def test_momentum_weight_decay_number_is_l2():
+    """PaddleClas's Momentum takes weight_decay: a number is an L2 coefficient."""
+    model = _tiny_model()
+    opt, _ = build_optimizer({"name": "Momentum", "momentum": 0.9, "weight_decay": 0.5,
+                              "lr": {"name": "Constant", "learning_rate": 0.1}}, 1, 1, model)
+    w = model[0].weight
+    before = w.numpy().copy()
+    (model(paddle.ones([4, 3])) * 0).sum().backward()
+    opt.step()  # gradient 0 + L2: w -= lr * 0.5 * w
+    np.testing.assert_allclose(w.numpy(), before * (1 - 0.1 * 0.5), rtol=1e-6)
+
+
+def test_adamwdl_learning_rate_follows_layerwise_decay_by_stage():
+    """MobileNeXt's layers are its 8 stages: the stem learns at lr * d**9, stage k at
+    lr * d**(9 - k), the classifier at lr; weight decay skips 1-D parameters and biases."""
+    from ppcls.arch import build_model
+    from ppcls.arch.backbone.mobilenext import STAGES
+
+    paddle.seed(0)
+    model = build_model({"name": "MobileNeXt_x0_35", "class_num": 10})
+    d, lr = 0.7, 0.01
+    opt, _ = build_optimizer({"name": "AdamWDL", "weight_decay": 0.0, "layerwise_decay": d,
+                              "filter_bias_and_bn": True, "lr": {"name": "Constant",
+                                                                  "learning_rate": lr}},
+                             1, 1, model)
+    before = {n: p.numpy().copy() for n, p in model.named_parameters()}
+    model.train()
+    model(paddle.rand([2, 3, 32, 32])).sum().backward()
+    grads = {n: p.grad.numpy() for n, p in model.named_parameters() if p.grad is not None}
+    opt.step()
+    # the first Adam step moves each element by lr_param * g / (|g| + eps): the largest move
+    # of a tensor is its learning rate
+    stage_of = [0] + [i + 1 for i, (_, _, n, _) in enumerate(STAGES) for _ in range(n)]
+    seen = set()
+    for name, p in model.named_parameters():
+        moved = np.abs(grads.get(name, 0.0)) > 1e-4  # BN statistics have no gradient
+        if not np.any(moved):
+            continue
+        layer = stage_of[int(name.split(".")[1])] if name.startswith("features.") else 9
+        steps = np.abs(p.numpy() - before[name])[moved]
+        np.testing.assert_allclose(steps, lr * d ** (9 - layer), rtol=2e-3, err_msg=name)
+        seen.add(layer)
+    assert seen == set(range(10))  # stem, 8 stages, head
+
+    # decoupled decay with zero gradients: scaled by the same per-stage rate, 1-D and bias skipped
+    opt, _ = build_optimizer({"name": "AdamWDL", "weight_decay": 0.5, "layerwise_decay": d,
+                              "lr": {"name": "Constant", "learning_rate": 0.1}}, 1, 1, model)
+    before = {n: p.numpy().copy() for n, p in model.named_parameters()}
+    model.clear_gradients()
+    (model(paddle.rand([2, 3, 32, 32])) * 0).sum().backward()
+    opt.step()
+    params = dict(model.named_parameters())
+    stem, head = "features.0.0.weight", "classifier.1.weight"
+    np.testing.assert_allclose(params[stem].numpy(), before[stem] * (1 - 0.1 * d ** 9 * 0.5),
+                               rtol=1e-5)
+    np.testing.assert_allclose(params[head].numpy(), before[head] * (1 - 0.1 * 0.5), rtol=1e-5)
+    np.testing.assert_array_equal(params["classifier.1.bias"].numpy(), before["classifier.1.bias"])
+    with pytest.raises(ConfigError, match="layerwise_decay must be in"):
+        build_optimizer({"name": "AdamWDL", "layerwise_decay": 1.5, "lr": 0.1}, 1, 1, model)
 
 
 # --------------------------------------------------------------------------- losses
@@ -337,10 +491,16 @@ RECIPES = sorted(f[:-5] for f in os.listdir(UPSTREAM) if f.endswith(".yaml") and
 # same code for every recipe; the others train and evaluate during training only, for time)
 FULL = {"MobileNeXt_x1_0", "ResNet50_Mixup", "EfficientNetB0",
         "professional_MobileNetV3_large_x1_0_CIFAR100_finetune"}
-BLOCKED = {
-    "ResNet50": "Arch.pretrained: True downloads PaddleClas's weights (helper runs10): no "
-                "network here",
-}
+
+
+def _check_recipes():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("check_recipes",
+                                                  os.path.join(ROOT, "tools", "check_recipes.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_inference_cls_is_the_deploy_config():
@@ -349,34 +509,47 @@ def test_inference_cls_is_the_deploy_config():
 
     cfg = load_config(os.path.join(UPSTREAM, "inference_cls.yaml"))
     assert "PreProcess" in cfg and "Optimizer" not in cfg
+    assert _check_recipes().listed_reason(cfg).startswith("not a training recipe")
+
+
+def test_recipes_needing_their_own_model_are_listed_with_the_reason():
+    listed = _check_recipes().listed_reason
+    recipe = {"Optimizer": {"name": "Momentum"}, "Loss": {"Train": [{"CELoss": {"weight": 1.0}}]}}
+    assert listed({**recipe, "Arch": {"name": "ResNet50"}}) is None
+    assert "teacher" in listed({**recipe, "Arch": {"name": "DistillationModel"}})
+    assert "teacher" in listed({**recipe, "Arch": {"name": "ResNet50"}, "Loss": {
+        "Train": [{"DistillationCELoss": {"weight": 1.0, "model_name_pairs": [["Student", "Teacher"]]}}]}})
+    assert "three outputs" in listed({**recipe, "Arch": {"name": "GoogLeNet"},
+                                      "Loss": {"Train": [{"GoogLeNetLoss": {"weight": 1.0}}]}})
 
 
 @pytest.fixture(scope="session")
 def recipe_results(digits, tmp_path_factory):
-    """Every upstream recipe, run once in ONE subprocess (tests/recipe_run.py) from the
-    repository root (the YAMLs' relative paths are PaddleClas's), output under tmp; returns
-    ``{name: (result dict, out dir)}``. Overrides: only Arch.name/class_num, data, device,
-    epochs and batch sizes (16 training images at batch 8: 2 iterations; 8 to evaluate)."""
+    """Every upstream fixture recipe through ``tools/check_recipes.py`` (ONE subprocess, run
+    from the repository root): Arch replaced by MobileNeXt_x1_0 (class_num 10), batch 8, 16
+    training digits (2 iterations) and 8 to evaluate, 1 epoch on CPU; returns
+    ``({name: result dict}, summary line)``."""
     base = tmp_path_factory.mktemp("recipes")
-    overrides = ["Arch.name=MobileNeXt_x1_0", "Arch.class_num=10", "Global.device=cpu",
-                 "Global.epochs=1", "DataLoader.Train.sampler.batch_size=8",
-                 "DataLoader.Eval.sampler.batch_size=8",
-                 f"DataLoader.Train.dataset.image_root={digits}",
-                 f"DataLoader.Train.dataset.cls_label_path={os.path.join(digits, 'tiny_train.txt')}",
-                 f"DataLoader.Eval.dataset.image_root={digits}",
-                 f"DataLoader.Eval.dataset.cls_label_path={os.path.join(digits, 'tiny_val.txt')}"]
-    runs = [{"config": os.path.join(UPSTREAM, name + ".yaml"), "out": str(base / name),
-             "overrides": overrides, "full": name in FULL} for name in RECIPES]
-    spec = base / "spec.json"
-    spec.write_text(json.dumps({"runs": runs}))
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "recipe_run.py"), str(spec)],
+    out = base / "sweep"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "check_recipes.py"), UPSTREAM,
+                           "--data", digits, "--out", str(out), "--json", str(base / "r.json"),
+                           "--full", ",".join(sorted(FULL))],
                           capture_output=True, text=True, cwd=ROOT, timeout=1800)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-    out = {}
-    for run, name in zip(runs, RECIPES):
-        with open(os.path.join(run["out"], "result.json")) as f:
-            out[name] = (json.load(f), run["out"])
-    return out
+    with open(base / "r.json") as f:
+        report = json.load(f)
+    lines = proc.stdout.splitlines()
+    assert lines[-1] == report["summary"]
+    for name, result in report["results"].items():  # one printed line per recipe
+        assert sum(line.split()[1:2] == [name] for line in lines) == 1, name
+    return report["results"], report["summary"]
+
+
+def test_check_recipes_trains_every_fixture_recipe(recipe_results):
+    results, summary = recipe_results
+    assert summary.startswith(f"SUMMARY: {len(RECIPES)} of {len(RECIPES)} trainable recipes "
+                              "trained and evaluated with MobileNeXt_x1_0, 0 failed; 1 listed")
+    assert results["inference_cls"]["status"] == "listed"
 
 
 def _warmup_is_shortened():
@@ -394,8 +567,6 @@ WARMUP = {"DeiT_tiny_patch16_224", "EfficientNetB0", "MobileNeXt_x1_0", "MobileN
 
 
 def _marks(name):
-    if name in BLOCKED:
-        return [pytest.mark.xfail(reason=BLOCKED[name], strict=True)]
     if name in WARMUP and not _warmup_is_shortened():
         return [pytest.mark.xfail(reason="warm-up longer than the 1-epoch run: shortened by helper "
                                          "runs10's build_lr change, not merged yet", strict=True)]
@@ -404,9 +575,9 @@ def _marks(name):
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=_marks(n)) for n in RECIPES])
 def test_upstream_recipe_trains_evaluates_exports_unchanged(name, recipe_results):
-    result, out = recipe_results[name]
-    assert result["ok"], result.get("error")
-    log = open(os.path.join(out, "MobileNeXt_x1_0", "train.log")).read()
+    result = recipe_results[0][name]
+    assert result["status"] == "ok", result.get("error")
+    log = open(os.path.join(result["out"], "MobileNeXt_x1_0", "train.log")).read()
     assert "[Train][Epoch 1/1][Iter: 0/2]" in log and "[Eval][Epoch 1][Avg]" in log
     if name in FULL:
         assert 0.0 <= result["eval"]["top1"] <= 1.0 and math.isfinite(result["eval"]["loss"])

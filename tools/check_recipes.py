@@ -74,15 +74,20 @@ def listed_reason(cfg):
     return None
 
 
+RA_IMAGES = 256  # RASampler keeps len // 256 * 256 images an epoch (DeiT's rule)
+
+
 def prepare_data(root, size, train_images, eval_images):
-    """The digits at ``size`` px plus two short lists; returns ``(root, train list, eval list)``."""
+    """The digits at ``size`` px plus short lists: ``{"root", "train", "eval", "ra" (256
+    training images, for RASampler recipes), "train_images"}``."""
     import numpy as np
 
     from ppcls.data.digits import prepare_digits
 
     prepare_digits(root, size=size, progress=False)
     lists = []
-    for split, count, pick in (("train", train_images, True), ("val", eval_images, False)):
+    for split, count, pick in (("train", train_images, True), ("val", eval_images, False),
+                               ("train", RA_IMAGES, True)):
         with open(os.path.join(root, f"{split}_list.txt")) as f:
             lines = [line for line in f.read().splitlines() if line]
         if pick:  # a fixed mix of classes (the list itself is sorted by folder)
@@ -91,22 +96,25 @@ def prepare_data(root, size, train_images, eval_images):
         with open(path, "w") as f:
             f.write("\n".join(lines[:count]) + "\n")
         lists.append(path)
-    return root, lists[0], lists[1]
+    return {"root": root, "train": lists[0], "eval": lists[1], "ra": lists[2],
+            "train_images": train_images}
 
 
 def switch_to(cfg, arch, batch_size, data, out, workers=None):
     """``cfg`` switched to ``arch`` on the digits, as a user would; changed in place."""
-    root, train_list, eval_list = data
     cfg["Arch"] = {"name": arch, "class_num": 10}
     g = cfg.setdefault("Global", {}) or {}
     cfg["Global"] = g
     g.update(device="cpu", epochs=1, output_dir=out, eval_during_train=True, eval_interval=1)
-    for mode, path in (("Train", train_list), ("Eval", eval_list)):
+    for mode, path in (("Train", data["train"]), ("Eval", data["eval"])):
         section = (cfg.get("DataLoader") or {}).get(mode)
         if not isinstance(section, dict):
             continue
-        section.setdefault("dataset", {}).update(image_root=root, cls_label_path=path)
         sampler = section.setdefault("sampler", {})
+        if sampler.get("name") == "RASampler":  # 256 images listed, as many steps as the others
+            path = data["ra"]
+            g["max_iters_per_epoch"] = -(-data["train_images"] // batch_size)
+        section.setdefault("dataset", {}).update(image_root=data["root"], cls_label_path=path)
         sampler["first_bs" if sampler.get("name") == "MultiScaleSampler" else "batch_size"] = \
             batch_size
         if workers is not None:
@@ -233,10 +241,11 @@ def main(argv=None):
     for r in results.values():
         if r["status"] == "listed":
             reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
+    listed = "; ".join(f"{n} x {r}" for r, n in reasons.items())
     summary = (f"SUMMARY: {counts['ok']} of {trainable} trainable recipes trained and evaluated "
-               f"with {args.arch}, {counts['FAIL']} failed; {counts['listed']} listed ("
-               + "; ".join(f"{n} x {r}" for r, n in reasons.items()) +
-               f"); {len(results)} files in {time.time() - start:.0f} s")
+               f"with {args.arch}, {counts['FAIL']} failed; {counts['listed']} listed"
+               + (f" ({listed})" if listed else "")
+               + f"; {len(results)} files in {time.time() - start:.0f} s")
     print(summary, flush=True)
     if args.json:
         with open(args.json, "w") as f:
