@@ -42,9 +42,20 @@ COMMON_KEYS = ("lr", "regularizer", "clip_norm", "no_weight_decay_name",
                "one_dim_param_no_weight_decay")
 NONE_WORDS = ("none", "null", "~", "")
 
-OPTIMIZERS.register(paddle.optimizer.Momentum, name="Momentum")
 OPTIMIZERS.register(paddle.optimizer.SGD, name="SGD")
 OPTIMIZERS.register(paddle.optimizer.Adam, name="Adam")
+
+
+@OPTIMIZERS.register
+class Momentum(paddle.optimizer.Momentum):
+    """paddle's Momentum with PaddleClas's default ``multi_precision: True`` (float32 master
+    weights for float16 parameters under AMP O2; no effect on float32 parameters)."""
+
+    def __init__(self, learning_rate, momentum=0.9, use_nesterov=False, multi_precision=True,
+                 rescale_grad=1.0, parameters=None, weight_decay=None, grad_clip=None):
+        super().__init__(learning_rate, momentum=momentum, use_nesterov=use_nesterov,
+                         multi_precision=multi_precision, rescale_grad=rescale_grad,
+                         parameters=parameters, weight_decay=weight_decay, grad_clip=grad_clip)
 
 
 @OPTIMIZERS.register
