@@ -20,6 +20,7 @@ tools/export_model.py's paths; the tests use it).
 
 import argparse
 import contextlib
+import gc
 import json
 import math
 import os
@@ -226,6 +227,7 @@ def main(argv=None):
                       "trace": traceback.format_exc()[-3000:]}
         finally:
             logger.init_logger()  # back to the real stdout
+            gc.collect()  # the last run's model, optimizer and loaders
         result.update(seconds=round(time.time() - t0, 1), out=run_out, path=path)
         results[name] = result
         if result["status"] == "ok":
