@@ -607,3 +607,13 @@ def test_mixed_or_augmented_training_learns_the_digits(kind, digits, tmp_path):
         ds["transform_ops"].insert(2, {"RandAugment": {"num_layers": 2, "magnitude": 5}})
     best = Engine(cfg, "train").train()
     assert best > 0.4, best  # chance is 0.1
+
+
+def test_timm_autoaugment_config_str_null_is_no_augmentation():
+    """FasterNet_T0.yaml writes `TimmAutoAugment: {config_str: null}` (timm's `--aa None`;
+    PaddleClas fails on it): the image passes unchanged."""
+    from ppcls.data.preprocess.autoaugment import TimmAutoAugment
+
+    img = np.random.default_rng(0).integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(TimmAutoAugment(config_str=None)(img, np.random.default_rng(1)), img)
+    assert not np.array_equal(TimmAutoAugment(config_str="rand-m9-n4")(img, np.random.default_rng(1)), img)

@@ -311,6 +311,9 @@ class TimmAutoAugment:
 
     def __init__(self, config_str="rand-m9-mstd0.5-inc1", interpolation="bicubic", img_size=224,
                  mean=(0.485, 0.456, 0.406), prob=1.0):
+        if config_str is None:  # FasterNet_T0.yaml: no augmentation, timm's `--aa None`
+            self.config_str, self.kind, self.prob = None, "none", check_prob(prob)
+            return
         if not isinstance(config_str, str) or not config_str:
             raise ConfigError(f"key 'config_str' expects a string such as 'rand-m9-mstd0.5-inc1', got {config_str!r}")
         self.config_str = config_str
@@ -407,7 +410,7 @@ class TimmAutoAugment:
 
     def __call__(self, img, rng=None):
         arr = uint8_image(img, "TimmAutoAugment")
-        if self.prob < 1 and _rng(rng).random() >= self.prob:
+        if self.kind == "none" or self.prob < 1 and _rng(rng).random() >= self.prob:
             return arr
         pil = to_pil(arr)
         if self.kind == "rand":
