@@ -38,6 +38,9 @@ NEEDS_ITS_MODEL = (
      "distillation: the loss compares a student with a teacher model's outputs"),
     (lambda cfg, losses: "GoogLeNetLoss" in losses,
      "GoogLeNetLoss needs GoogLeNet's three outputs (the main head and two auxiliary heads)"),
+    (lambda cfg, losses: (cfg.get("Arch") or {}).get("input_image_channel", 3) != 3,
+     "4-channel input (NormalizeImage channel_num 4) for ResNet's input_image_channel; "
+     "MobileNeXt's stem takes 3 channels"),
 )
 
 

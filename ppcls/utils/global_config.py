@@ -27,6 +27,8 @@ GLOBAL = {
     "print_batch_step": (_INT, 10, "a log line every this many iterations"),
     "use_visualdl": (_BOOL, False, "write VisualDL scalars to <output>/vdl"),
     "image_shape": ((list,), None, "input shape [C, H, W] for export and model_info"),
+    "image_channel": (_OPT_INT, None, "PaddleClas's *_ultra recipes anchor image_shape and "
+                      "channel_num to it; no code reads it (there either)"),
     "save_inference_dir": (_STR, None, "where tools/export_model.py writes the export"),
     "seed": (_OPT_INT, None, "seed of every generator (null: a fresh one)"),
     "to_static": (_BOOL, False, "train the paddle.jit.to_static graph"),
