@@ -6,4 +6,5 @@ from ppcls.optimizer.optimizer import OPTIMIZERS, REGULARIZERS, build_optimizer,
 from ppcls.optimizer.adamwdl import AdamWDL  # noqa: E402  (registers AdamWDL)
 
 __all__ = ["LR_SCHEDULES", "OPTIMIZERS", "REGULARIZERS", "AdamWDL", "Constant", "Cosine",
-           "Piecewise", "Step", "LRPlan", "build_lr", "build_optimizer", "lr_signature", "split_decay"]
+           "Piecewise", "Step", "LRPlan", "build_lr", "build_optimizer", "lr_signature",
+           "split_decay"]
