@@ -16,6 +16,10 @@ the reason it cannot run with another model), then a summary. Exit status 1 when
 failed. ``--json FILE`` writes every result; ``--full NAME,...`` also evaluates the saved
 ``latest`` weights and exports them for those recipes (tools/eval.py's and
 tools/export_model.py's paths; the tests use it).
+
+All 354 recipes of PaddleClas develop take about 26 minutes on 2 busy CPU cores with
+``--workers 0 --batch-size 2 --train-images 4 --eval-images 2`` (docs/vocabulary.md has the
+numbers). Each run writes checkpoints under ``--out`` (about 30 MB a recipe).
 """
 
 import argparse
