@@ -534,7 +534,7 @@ def recipe_results(digits, tmp_path_factory):
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "check_recipes.py"), UPSTREAM,
                            "--data", digits, "--out", str(out), "--json", str(base / "r.json"),
                            "--batch-size", "4", "--train-images", "8", "--eval-images", "4",
-                           "--full", ",".join(sorted(FULL))],
+                           "--full", ",".join(sorted(FULL)), "--keep-runs"],
                           capture_output=True, text=True, cwd=ROOT, timeout=1800)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     with open(base / "r.json") as f:

@@ -19,7 +19,8 @@ tools/export_model.py's paths; the tests use it).
 
 All 354 recipes of PaddleClas develop take about 26 minutes on 2 busy CPU cores with
 ``--workers 0 --batch-size 2 --train-images 4 --eval-images 2`` (docs/vocabulary.md has the
-numbers). Each run writes checkpoints under ``--out`` (about 30 MB a recipe).
+numbers). A run's folder under ``--out`` (checkpoints, train.log: about 60 MB) is removed
+once its recipe passed, unless ``--keep-runs``; a failed run's folder is kept.
 """
 
 import argparse
@@ -29,6 +30,7 @@ import json
 import math
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -202,6 +204,8 @@ def main(argv=None):
     parser.add_argument("--full", default="", help="comma-separated names: also eval + export")
     parser.add_argument("--json", default=None, help="write every result to this file")
     parser.add_argument("--verbose", action="store_true", help="show each run's log")
+    parser.add_argument("--keep-runs", action="store_true",
+                        help="keep every run's folder (default: only failed runs')")
     args = parser.parse_args(argv)
 
     recipes = find_recipes(args.upstream)
@@ -244,6 +248,8 @@ def main(argv=None):
         else:
             detail = result.get("reason") or result.get("error")
         print(f"{result['status']:<6} {name}  {detail}", flush=True)
+        if result["status"] != "FAIL" and not args.keep_runs:
+            shutil.rmtree(run_out, ignore_errors=True)
     counts = {s: sum(r["status"] == s for r in results.values()) for s in ("ok", "FAIL", "listed")}
     trainable = counts["ok"] + counts["FAIL"]
     reasons = {}
