@@ -1,0 +1,119 @@
+"""GPU paths, second pass (issue 20), driven on CPU by forcing Paddle's branches:
+
+- a CUDA build that sees no GPU runs train, eval and infer on CPU with one warning (Paddle's
+  ``set_device("gpu:0")`` would exit the process there);
+- EMA under AMP O2 reads the model's weights without O2's per-layer state-dict hooks;
+- every rank saves and restores its own RNG state;
+- the TensorRT conversion falls back to plain GPU with one warning, caches, and cleans up;
+- the printed training loss is reduced across ranks only on the lines that print it.
+
+The two-process parts (no_sync accumulation, per-rank RNG resume) share one launch each:
+``tests/dist_gpu20_worker.py``.
+"""
+
+import copy
+import glob
+import os
+import sys
+import tempfile
+
+import numpy as np
+import pytest
+
+from test_engine_utils import QUICKSTART, tiny_data, tiny_overrides  # noqa: F401
+
+
+# --------------------------------------------------------------------------- item 1: no visible GPU
+
+
+@pytest.fixture
+def cuda_build_without_gpu(monkeypatch):
+    """paddlepaddle-gpu under ``CUDA_VISIBLE_DEVICES=""``: CUDA compiled in, 0 devices. Records
+    every ``paddle.set_device`` call; a ``gpu`` one fails the test (Paddle would exit there)."""
+    import paddle
+
+    from ppcls.utils import global_config, logger
+
+    calls, warnings = [], []
+    real_set = paddle.set_device
+
+    def set_device(device):
+        calls.append(str(device))
+        if str(device).startswith("gpu"):
+            raise AssertionError(f"set_device({device!r}) on a machine without a GPU")
+        return real_set(device)
+
+    monkeypatch.setattr(paddle, "is_compiled_with_cuda", lambda: True)
+    monkeypatch.setattr(paddle.device, "is_compiled_with_cuda", lambda: True)
+    monkeypatch.setattr(paddle.device.cuda, "device_count", lambda: 0)
+    monkeypatch.setattr(paddle.base.core, "get_cuda_device_count", lambda: 0, raising=False)
+    monkeypatch.setattr(paddle, "set_device", set_device)
+    monkeypatch.setattr(global_config, "_WARNED", [])
+    real_warning = logger.warning
+    monkeypatch.setattr(logger, "warning", lambda msg, *a: (warnings.append(msg), real_warning(msg, *a)))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    return calls, warnings
+
+
+def _no_gpu_warnings(warnings):
+    return [w for w in warnings if "sees no GPU" in w]
+
+
+def test_gpu_build_without_visible_gpu_trains_evaluates_and_infers_on_cpu(
+        cuda_build_without_gpu, tiny_data, tmp_path):  # noqa: F811
+    from ppcls.engine.engine import Engine
+    from ppcls.inference.dygraph import predict
+    from ppcls.utils.config import get_config
+
+    calls, warnings = cuda_build_without_gpu
+    root = tiny_data[0]
+    overrides = [o for o in tiny_overrides(root, str(tmp_path / "out"), epochs=1,
+                                           max_iters_per_epoch=1, eval_during_train=False)
+                 if not o.startswith("Global.device=")]
+    cfg = get_config(QUICKSTART, overrides + ["Global.device=gpu"])  # asked for explicitly
+    engine = Engine(copy.deepcopy(cfg), mode="train")
+    assert engine.device == "cpu"
+    engine.train()
+    ckpt = os.path.join(str(tmp_path / "out"), "MobileNeXt_x0_35", "latest")
+    assert os.path.isfile(ckpt + ".pdparams")
+
+    ev = copy.deepcopy(cfg)
+    ev["Global"]["pretrained_model"] = ckpt
+    res = Engine(ev, mode="eval").evaluate()
+    assert 0.0 <= res["top1"] <= 1.0
+
+    inf = copy.deepcopy(cfg)
+    inf["Global"]["pretrained_model"] = ckpt
+    inf["Infer"]["infer_imgs"] = os.path.join(root, "val")
+    inf["Infer"]["PostProcess"]["class_id_map_file"] = os.path.join(root, "label_list.txt")
+    inf["Infer"]["batch_size"] = 64
+    results, code = predict(inf, emit=lambda batch: None)
+    assert code == 0 and len(results) > 0 and "class_ids" in results[0]
+
+    assert calls and set(calls) == {"cpu"}  # never gpu:...
+    found = _no_gpu_warnings(warnings)
+    assert len(found) == 1, warnings  # one warning a process, not one per tool
+    assert "CUDA_VISIBLE_DEVICES=''" in found[0] and "running on CPU" in found[0]
+
+
+def test_gpu_select_device_counts_devices_and_keeps_the_cpu_build_rule(monkeypatch):
+    import paddle
+
+    from ppcls.utils import global_config
+    from ppcls.utils.errors import ConfigError
+
+    monkeypatch.setattr(global_config, "_WARNED", [])
+    monkeypatch.setattr(paddle, "is_compiled_with_cuda", lambda: True)
+    monkeypatch.setattr(paddle.device.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("FLAGS_selected_gpus", "1")
+    calls = []
+    monkeypatch.setattr(paddle, "set_device", calls.append)
+    assert global_config.select_device("gpu") == "gpu" and calls == ["gpu:1"]
+    monkeypatch.setattr(paddle.device.cuda, "device_count", lambda: 0)
+    assert global_config.select_device("gpu") == "cpu" and calls[-1] == "cpu"
+    assert global_config.select_device(None) == "cpu" and calls[-1] == "cpu"  # the default
+    # a CPU-only build asked explicitly for a GPU in training is still a config error
+    monkeypatch.setattr(paddle, "is_compiled_with_cuda", lambda: False)
+    with pytest.raises(ConfigError, match="no CUDA support"):
+        global_config.select_device("gpu", set_it=False)
+    assert global_config.select_device("gpu", fallback=True, set_it=False) == "cpu"
