@@ -117,3 +117,63 @@ def test_gpu_select_device_counts_devices_and_keeps_the_cpu_build_rule(monkeypat
     with pytest.raises(ConfigError, match="no CUDA support"):
         global_config.select_device("gpu", set_it=False)
     assert global_config.select_device("gpu", fallback=True, set_it=False) == "cpu"
+
+
+# --------------------------------------------------------------------------- item 2: EMA under O2
+
+
+def _old_ema_update(ema, model):
+    """The EMA update before issue 20 (hooked ``state_dict``), the reference for its numbers."""
+    import paddle
+
+    current = model.state_dict()
+    for name, value in ema.model.state_dict().items():
+        src = current[name]
+        if paddle.is_floating_point(value):
+            value.set_value(value * ema.decay + src.astype(value.dtype) * (1.0 - ema.decay))
+        else:
+            value.set_value(src)
+
+
+def test_amp_o2_ema_update_casts_only_float16_weights_and_equals_the_hooked_update(monkeypatch):
+    import paddle
+
+    from test_amp_gpu_paths import force_gpu_amp
+
+    from ppcls.arch import build_model
+    from ppcls.engine.ema import ModelEMA
+
+    force_gpu_amp(monkeypatch)
+    paddle.seed(5)
+    model = build_model({"Arch": {"name": "MobileNeXt_x1_0", "class_num": 1000}})
+    ema = ModelEMA(model, 0.9)  # taken before decorate, as the engine does: float32
+    model = paddle.amp.decorate(models=model, level="O2", save_dtype="float32")
+    dtypes = {str(v.dtype) for v in model.state_dict(use_hook=False).values()}
+    assert "paddle.float16" in dtypes  # O2 really cast the convolutions
+    rng = np.random.default_rng(0)
+    with paddle.no_grad():  # the trained model moved away from the average
+        for p in model.parameters():
+            noise = rng.normal(0, 0.05, p.shape).astype("float32")
+            p.set_value((p.astype("float32") + paddle.to_tensor(noise)).astype(p.dtype))
+    reference = copy.deepcopy(ema)
+    start = {k: v.numpy().copy() for k, v in ema.model.state_dict(use_hook=False).items()}
+
+    casts = []
+    real_cast = paddle.cast
+    monkeypatch.setattr(paddle, "cast", lambda x, dtype: (casts.append(1), real_cast(x, dtype))[1])
+    _old_ema_update(reference, model)
+    old_casts = len(casts)
+    casts.clear()
+    ema.update(model)
+    new_casts = len(casts)
+    n_fp16 = sum(str(v.dtype) == "paddle.float16" for v in model.state_dict(use_hook=False).values())
+    assert old_casts > 10_000  # what the issue measured (44,225 on this model)
+    assert new_casts == n_fp16 < 1000  # one cast per float16 weight, nothing else
+    new = {k: v.numpy() for k, v in ema.model.state_dict(use_hook=False).items()}
+    old = {k: v.numpy() for k, v in reference.model.state_dict(use_hook=False).items()}
+    assert new.keys() == old.keys() and len(new) > 300
+    for k in old:
+        assert new[k].dtype == old[k].dtype, k
+        np.testing.assert_array_equal(new[k], old[k], err_msg=k)  # bit for bit today's average
+    moved = [k for k in new if k.endswith("weight") and not np.array_equal(new[k], start[k])]
+    assert len(moved) > 100 and all(new[k].dtype == np.float32 for k in moved)
