@@ -25,6 +25,16 @@ def global_mean(value, world_size):
     return float(t.numpy()[0]) / world_size
 
 
+def global_weighted_mean(total, count):
+    """``sum(total) / sum(count)`` over the ranks (one all-reduce of two numbers): the mean over
+    all ranks' samples when each rank passes the sum and the number of its samples."""
+    t = paddle.to_tensor([total, count], dtype="float64")
+    if dist.get_world_size() > 1:
+        dist.all_reduce(t)
+    arr = t.numpy()
+    return float(arr[0]) / max(float(arr[1]), 1.0)
+
+
 def sync_statistics(model):
     """Give every rank rank 0's BN running statistics (each rank updated its own from its
     shard), so all ranks evaluate, and rank 0 saves, the same model."""
