@@ -177,3 +177,157 @@ def test_amp_o2_ema_update_casts_only_float16_weights_and_equals_the_hooked_upda
         np.testing.assert_array_equal(new[k], old[k], err_msg=k)  # bit for bit today's average
     moved = [k for k in new if k.endswith("weight") and not np.array_equal(new[k], start[k])]
     assert len(moved) > 100 and all(new[k].dtype == np.float32 for k in moved)
+
+
+# --------------------------------------------------------------------------- items 3 and 5: two processes
+
+WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dist_gpu20_worker.py")
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tiny_data, tmp_path_factory):  # noqa: F811
+    """One ``--nproc_per_node 2`` launch of tests/dist_gpu20_worker.py (several short trainings)."""
+    import json
+
+    from test_engine_utils import run_ok
+
+    out = tmp_path_factory.mktemp("gpu20_two_ranks")
+    run_ok([sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2",
+            "--log_dir", str(out / "log"), WORKER, tiny_data[0], str(out)], timeout=400)
+    results = []
+    for rank in (0, 1):
+        with open(out / f"result.rank{rank}.json") as f:
+            results.append(json.load(f))
+        results[rank]["arrays"] = dict(np.load(out / f"params.rank{rank}.npz"))
+    return results, out
+
+
+def test_rng_two_process_resume_is_bit_identical_on_both_ranks(two_ranks):
+    results, out = two_ranks
+    r0, r1 = results
+    # the ranks draw different dropout / drop-path streams (seed + rank, as PaddleClas) ...
+    assert r0["rng_trace"]["straight"] != r1["rng_trace"]["straight"]
+    for r in results:
+        assert r["resumed_start_epoch"] == 1
+        # ... and after resuming each continues its own, step for step (3 steps an epoch)
+        assert r["rng_trace"]["resumed"] == r["rng_trace"]["straight"][3:]
+        assert r["resumed"] == r["straight"]  # trained weights, bit for bit
+        # restoring rank 0's states on every rank (before issue 20) gives other weights
+        assert r["resumed_rank0_rng"] != r["straight"]
+    assert r0["straight"] == r1["straight"]
+    from ppcls.engine.checkpoint import load_checkpoint
+
+    states = load_checkpoint(str(out / "straight" / "MobileNeXt_x0_35" / "epoch_1"))["pdstates"]
+    assert len(states["rng_ranks"]) == 2 and "rng" in states and states["epoch"] == 1
+    log = (out / "log" / "workerlog.0").read_text()
+    assert "Set random seed to (7 + rank) for each of the 2 ranks" in log
+
+
+def test_no_sync_accumulation_on_two_processes_equals_all_reduce_every_batch(two_ranks):
+    results, _ = two_ranks
+    r0, r1 = results
+    # inside no_sync the first micro-batch's gradient stays on its rank (no all-reduce) ...
+    assert not np.array_equal(r0["first_grad"]["no_sync"], r1["first_grad"]["no_sync"])
+    # ... while all-reducing every micro-batch (before issue 20) made them equal there
+    assert np.array_equal(r0["first_grad"]["sync_every_batch"], r1["first_grad"]["sync_every_batch"])
+    for r in results:
+        arrays = r["arrays"]
+        names = [k.split("/", 1)[1] for k in arrays if k.startswith("no_sync/")]
+        grads = [k.split("/", 1)[1] for k in arrays if k.startswith("no_sync_grad/")]
+        assert len(names) > 300 and len(grads) > 200
+        for k in grads:  # the gradient of the optimizer step: the same up to float rounding
+            a, b = arrays["no_sync_grad/" + k], arrays["sync_every_batch_grad/" + k]
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-6 * max(1.0, np.abs(b).max()), err_msg=k)
+        for k in names:  # and the weights after it
+            a, b = arrays["no_sync/" + k], arrays["sync_every_batch/" + k]
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-6, err_msg=k)
+        assert any(np.abs(arrays["no_sync_grad/" + k]).max() > 0 for k in grads)
+    for k in (k for k in r0["arrays"] if k.startswith("no_sync/")):  # one model on both ranks
+        if "_mean" not in k and "_variance" not in k:
+            np.testing.assert_array_equal(r0["arrays"][k], r1["arrays"][k], err_msg=k)
+
+
+def test_rng_forced_per_device_lists_each_rank_restores_its_own_card(monkeypatch):
+    """Two ranks on a 2-GPU node: ``paddle.get_rng_state("gpu")`` lists both visible cards in
+    each process, but rank r only ever draws from card r. Each rank saves its own card's state
+    and, resumed, restores exactly that one, leaving the other card's generator alone."""
+    import paddle
+
+    from ppcls.engine import checkpoint
+    from ppcls.utils import logger
+
+    cards = {}  # the simulated process's GPU generators: card -> state
+    sets = []
+    real_get, real_set = paddle.get_rng_state, paddle.set_rng_state
+
+    def get_rng_state(device=None):
+        return [cards[i] for i in sorted(cards)] if device == "gpu" else real_get(device)
+
+    def set_rng_state(states, device=None):
+        if device != "gpu":
+            return real_set(states, device)
+        sets.append(list(states))
+        cards.update(enumerate(states))
+
+    monkeypatch.setattr(paddle, "get_rng_state", get_rng_state)
+    monkeypatch.setattr(paddle, "set_rng_state", set_rng_state)
+    monkeypatch.setattr(checkpoint, "gpu_count", lambda: 2)
+    warnings = []
+    monkeypatch.setattr(logger, "warning", lambda msg, *a: warnings.append(msg))
+
+    saved = []
+    for rank in (0, 1):  # each process: its own card moved, the other at the seed's state
+        monkeypatch.setenv("FLAGS_selected_gpus", str(rank))
+        cards.clear()
+        cards.update({0: "seeded", 1: "seeded"})
+        cards[rank] = f"rank{rank}-after-epoch-1"
+        saved.append(checkpoint.own_rng_state("gpu"))
+    assert [s["paddle_gpu_own"] for s in saved] == [["rank0-after-epoch-1"], ["rank1-after-epoch-1"]]
+    monkeypatch.setenv("FLAGS_selected_gpus", "0")
+    cards.update({0: "rank0-after-epoch-1", 1: "seeded"})
+    states = {"rng": checkpoint.rng_state("gpu"), "rng_ranks": saved, "epoch": 1}
+    assert states["rng"]["paddle_gpu"] == ["rank0-after-epoch-1", "seeded"]  # rank 0's view
+
+    for rank in (0, 1):  # resumed: fresh processes
+        monkeypatch.setenv("FLAGS_selected_gpus", str(rank))
+        cards.clear()
+        cards.update({0: "fresh", 1: "fresh"})
+        assert checkpoint.restore_rng(states, "gpu", rank=rank, world_size=2)
+        expected = ["fresh", "fresh"]
+        expected[rank] = f"rank{rank}-after-epoch-1"
+        assert sets[-1] == expected
+    assert warnings == []
+
+    # an older checkpoint of ours (one set of states): as before, every rank restores rank 0's
+    # list, and one warning says so; rank 1's card then restarts from the seeded state
+    old = {k: v for k, v in states.items() if k != "rng_ranks"}
+    for rank in (0, 1):
+        monkeypatch.setenv("FLAGS_selected_gpus", str(rank))
+        assert checkpoint.restore_rng(old, "gpu", rank=rank, world_size=2)
+    assert sets[-1] == ["rank0-after-epoch-1", "seeded"]
+    assert len(warnings) == 1 and "ranks >= 1 restore rank 0's" in warnings[0]
+    # resumed on another number of cards: those with a saved state restore it, one warning
+    warnings.clear()
+    assert checkpoint.restore_rng(states, "gpu", rank=0, world_size=4)
+    assert not checkpoint.restore_rng(states, "gpu", rank=3, world_size=4)
+    assert len(warnings) == 1 and "2 rank(s); this run has 4" in warnings[0]
+
+
+def test_rng_single_card_checkpoint_keeps_its_format(monkeypatch):
+    """One card: ``.pdstates`` keeps ``rng`` only (no ``rng_ranks``), as before, and
+    :func:`restore_rng` puts back numpy, python and paddle's generators from it."""
+    import random
+
+    import paddle
+
+    from ppcls.engine import checkpoint
+
+    assert checkpoint.gather_rng_states("cpu", 1) is None
+    np.random.seed(11)
+    random.seed(11)
+    paddle.seed(11)
+    states = {"rng": checkpoint.rng_state("cpu"), "epoch": 1}
+    expected = (np.random.rand(), random.random(), float(paddle.rand([1]).numpy()[0]))
+    assert checkpoint.restore_rng(states, "cpu")
+    assert (np.random.rand(), random.random(), float(paddle.rand([1]).numpy()[0])) == expected
+    assert not checkpoint.restore_rng({"epoch": 1, "metric": 0.5}, "cpu")  # PaddleClas's file

@@ -222,6 +222,14 @@ class Engine:
                                                  save_dtype="float32")
         if mode == "train" and self.amp:
             self.scaler = build_scaler(self.amp)
+        if mode == "train" and self.world_size > 1 and self.seed is not None:
+            # As PaddleClas: after the model is built (the same weights on every rank), rank r
+            # draws from seed + r, so the ranks' dropout and drop-path masks differ.
+            logger.info(f"Set random seed to ({self.seed} + rank) for each of the "
+                        f"{self.world_size} ranks")
+            paddle.seed(self.seed + self.rank)
+            np.random.seed(self.seed + self.rank)
+            random.seed(self.seed + self.rank)
         if mode == "train" and g["checkpoints"]:
             checkpoint.resume_training(g["checkpoints"], self)
         if g["to_static"]:
@@ -329,11 +337,15 @@ class Engine:
         return _bare(self.model)
 
     def _save(self, names, epoch):
-        if self.rank != 0 or not names:
+        if not names:
+            return
+        # every rank's own generators (a collective, so before the rank-0 test); rank 0 writes
+        rng_ranks = checkpoint.gather_rng_states(self.device, self.world_size)
+        if self.rank != 0:
             return
         self.epoch = epoch
         for prefix in checkpoint.save_training([os.path.join(self.output_dir, n) for n in names],
-                                               self):
+                                               self, rng_ranks=rng_ranks):
             logger.info(f"Already save model in {prefix}")
 
     # ------------------------------------------------------------------ training
