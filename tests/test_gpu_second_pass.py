@@ -12,7 +12,6 @@ The two-process parts (no_sync accumulation, per-rank RNG resume) share one laun
 """
 
 import copy
-import glob
 import os
 import sys
 import tempfile
@@ -331,3 +330,201 @@ def test_rng_single_card_checkpoint_keeps_its_format(monkeypatch):
     assert checkpoint.restore_rng(states, "cpu")
     assert (np.random.rand(), random.random(), float(paddle.rand([1]).numpy()[0])) == expected
     assert not checkpoint.restore_rng({"epoch": 1, "metric": 0.5}, "cpu")  # PaddleClas's file
+
+
+# --------------------------------------------------------------------------- item 4: TensorRT
+
+
+@pytest.fixture(scope="module")
+def trt_export(tmp_path_factory):
+    import paddle
+
+    from ppcls.arch import build_model
+    from ppcls.inference.export import export_model
+
+    folder = tmp_path_factory.mktemp("trt_export")
+    paddle.seed(0)
+    weights = str(folder / "w.pdparams")
+    paddle.save(build_model({"name": "MobileNeXt_x0_35", "class_num": 10}).state_dict(), weights)
+    out = str(folder / "model")
+    export_model({"Global": {"save_inference_dir": out, "image_shape": [3, 32, 32],
+                             "pretrained_model": weights, "export_onnx": False},
+                  "Arch": {"name": "MobileNeXt_x0_35", "class_num": 10}})
+    return out
+
+
+@pytest.fixture
+def trt_gpu(monkeypatch, tmp_path, trt_export):
+    """A CUDA + TensorRT build as far as predictor.py can tell; paddle.inference's Config and
+    create_predictor record instead of loading; temp folders go to a private dir (checked empty);
+    every run starts from a fresh copy of the export (no cache)."""
+    from paddle import inference
+
+    from test_deploy_gpu import FakeTensorRT, RecordingConfig
+
+    from ppcls.inference import predictor as backends
+    from ppcls.utils import logger
+
+    monkeypatch.setattr(backends, "_cuda_available", lambda: True)
+    monkeypatch.setattr(backends, "_tensorrt_available", lambda: True)
+    monkeypatch.setattr(inference, "Config", RecordingConfig)
+    created = []
+    monkeypatch.setattr(inference, "create_predictor", lambda config: created.append(config) or _FakePredictor())
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    warnings = []
+    monkeypatch.setattr(logger, "warning", lambda msg, *a: warnings.append(msg))
+    import shutil
+
+    model_dir = str(tmp_path / "model")
+    shutil.copytree(trt_export, model_dir)
+    fake = FakeTensorRT()
+    return types_ns(backends=backends, fake=fake, created=created, warnings=warnings,
+                    temp=temp, model_dir=model_dir, monkeypatch=monkeypatch)
+
+
+def types_ns(**kw):
+    import types
+
+    return types.SimpleNamespace(**kw)
+
+
+class _FakePredictor:
+    def get_input_names(self):
+        return ["x"]
+
+    def get_output_names(self):
+        return ["out"]
+
+    def get_input_handle(self, name):
+        return None
+
+    get_output_handle = get_input_handle
+
+
+def _in_process(t, fake):
+    t.monkeypatch.setattr(t.backends, "_import_tensorrt", lambda: fake)
+    t.monkeypatch.setattr(t.backends, "_run_conversion",
+                          lambda plan, gpu_id: (t.fake_gpu_ids.append(gpu_id), t.backends.convert_in_process(plan))[1])
+    t.fake_gpu_ids = []
+
+
+def _leftovers(t):
+    trt_root = os.path.join(t.model_dir, "_tensorrt")
+    tmp = [n for n in os.listdir(trt_root) if n.startswith("ppcls_trt_")] if os.path.isdir(trt_root) else []
+    return tmp + os.listdir(t.temp)
+
+
+def test_tensorrt_convert_that_raises_gives_one_warning_and_a_plain_gpu_predictor(trt_gpu):
+    t = trt_gpu
+
+    class Failing(type(t.fake)):
+        def convert(self, model_path, config):
+            super().convert(model_path, config)  # half-written output, then the failure
+            raise RuntimeError("TensorRT 10.1 cannot convert pd_op.unsupported_op (out of memory)")
+
+    _in_process(t, Failing())
+    pred = t.backends.PaddlePredictor(t.model_dir, {"use_gpu": True, "use_tensorrt": True,
+                                                   "gpu_id": 1, "batch_size": 2})
+    assert len(t.warnings) == 1 and "TensorRT conversion failed" in t.warnings[0]
+    assert "pd_op.unsupported_op" in t.warnings[0] and "without TensorRT" in t.warnings[0]
+    (config,) = t.created  # the export itself, on the asked card, no TensorRT
+    assert config.files == (os.path.join(t.model_dir, "inference.json"),
+                            os.path.join(t.model_dir, "inference.pdiparams"))
+    assert ("enable_use_gpu", (8000, 1), {}) in config.calls
+    assert not [c for c in config.calls if "tensorrt" in c[0]]
+    assert t.fake_gpu_ids == [1]
+    info = pred.describe()
+    assert info["device"] == "gpu" and info["precision"] == "fp32"
+    assert _leftovers(t) == []  # the half-written conversion is gone, nothing cached
+    assert os.listdir(os.path.join(t.model_dir, "_tensorrt")) == []
+
+
+def test_tensorrt_conversion_is_cached_beside_the_export_and_reports_subgraphs(trt_gpu):
+    t = trt_gpu
+
+    class TwoEngines(type(t.fake)):
+        def convert(self, model_path, config):
+            super().convert(model_path, config)
+            prefix = config.kwargs["save_model_dir"]
+            with open(prefix + ".json") as f:
+                text = f.read()
+            with open(prefix + ".json", "w") as f:  # two TensorRT subgraphs in the program
+                f.write(text.replace('"#":"1.relu6"', '"#":"1.tensorrt_engine"', 2))
+
+    fake = TwoEngines()
+    _in_process(t, fake)
+    options = {"use_gpu": True, "use_tensorrt": True, "use_fp16": True, "batch_size": 4}
+    first = t.backends.PaddlePredictor(t.model_dir, options)
+    assert len(fake.calls) == 1
+    note = first.describe()["precision"]
+    assert note.startswith("fp16 (TensorRT: 2 subgraph(s), ") and "op(s) on Paddle kernels" in note
+    paddle_ops = int(note.split(", ")[1].split()[0])
+    assert paddle_ops > 50  # the rest of MobileNeXt stays on Paddle kernels
+    cached = t.created[-1].files
+    assert os.path.dirname(os.path.dirname(cached[0])) == os.path.join(t.model_dir, "_tensorrt")
+    # the same export, shapes and precision: no conversion, the cached program
+    again = t.backends.PaddlePredictor(t.model_dir, options)
+    assert len(fake.calls) == 1 and t.created[-1].files == cached
+    assert again.describe()["precision"] == note
+    # another shape range or precision: converted again, under another key
+    t.backends.PaddlePredictor(t.model_dir, dict(options, batch_size=8))
+    t.backends.PaddlePredictor(t.model_dir, dict(options, use_fp16=False))
+    assert len(fake.calls) == 3 and len(set(c.files for c in t.created)) == 3
+    # other weights in the export: another key
+    with open(os.path.join(t.model_dir, "inference.pdiparams"), "ab") as f:
+        f.write(b"\0")
+    t.backends.PaddlePredictor(t.model_dir, options)
+    assert len(fake.calls) == 4
+    assert len(os.listdir(os.path.join(t.model_dir, "_tensorrt"))) == 4
+    assert _leftovers(t) == [] and t.warnings == []
+
+
+def test_tensorrt_real_child_process_failure_falls_back_and_honours_gpu_id(trt_gpu, monkeypatch):
+    """Not mocked: the conversion child process runs; on this CPU build it cannot import
+    paddle.tensorrt, and the predictor falls back with one warning naming what to install."""
+    t = trt_gpu
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")
+    assert t.backends._visible_card(1) == "6"  # the child's GPU 0 is this process's card 1
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert t.backends._visible_card(1) == "1"
+    seen = []
+    real = t.backends.run_conversion
+    monkeypatch.setattr(t.backends, "_run_conversion",
+                        lambda plan, gpu_id: (seen.append(gpu_id), real(plan, gpu_id))[1])
+    t.backends.PaddlePredictor(t.model_dir, {"use_gpu": True, "use_tensorrt": True, "gpu_id": 1})
+    assert seen == [1]
+    assert len(t.warnings) == 1 and "TensorRT conversion failed" in t.warnings[0]
+    assert "paddle.tensorrt" in t.warnings[0] and "GPU build with TensorRT" in t.warnings[0]
+    assert ("enable_use_gpu", (8000, 1), {}) in t.created[-1].calls
+    assert _leftovers(t) == []
+
+
+def test_tensorrt_missing_pip_package_says_pip_install_tensorrt(monkeypatch):
+    import importlib.abc
+    import importlib.machinery
+
+    from ppcls.inference import predictor as backends
+
+    class NoTensorRT(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+        """paddle.tensorrt as on a GPU build without the tensorrt pip package."""
+
+        def find_spec(self, name, path, target=None):
+            if name == "paddle.tensorrt":
+                return importlib.machinery.ModuleSpec(name, self)
+            return None
+
+        def create_module(self, spec):
+            return None
+
+        def exec_module(self, module):
+            raise ModuleNotFoundError("No module named 'tensorrt'", name="tensorrt")
+
+    monkeypatch.delitem(sys.modules, "paddle.tensorrt", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [NoTensorRT()] + sys.meta_path)
+    with pytest.raises(backends.TensorRTFailed, match="pip install tensorrt"):
+        backends._import_tensorrt()
+    monkeypatch.setattr(sys, "meta_path", sys.meta_path[1:])
+    with pytest.raises(backends.TensorRTFailed, match="PaddlePaddle GPU build with TensorRT"):
+        backends._import_tensorrt()  # this CPU build: no paddle.tensorrt at all
