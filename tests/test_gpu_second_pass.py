@@ -528,3 +528,90 @@ def test_tensorrt_missing_pip_package_says_pip_install_tensorrt(monkeypatch):
     monkeypatch.setattr(sys, "meta_path", sys.meta_path[1:])
     with pytest.raises(backends.TensorRTFailed, match="PaddlePaddle GPU build with TensorRT"):
         backends._import_tensorrt()  # this CPU build: no paddle.tensorrt at all
+
+
+# --------------------------------------------------------------------------- item 6: the printed loss
+
+
+def test_gpu_step_loss_is_read_and_reduced_only_on_logged_iterations(monkeypatch, tiny_data, tmp_path):  # noqa: F811
+    import re
+
+    import paddle
+
+    from ppcls.engine import distributed, engine as engine_mod
+    from ppcls.engine.engine import Engine, TrainingDiverged
+    from ppcls.utils.config import get_config
+
+    cfg = get_config(QUICKSTART, tiny_overrides(tiny_data[0], str(tmp_path / "a"), epochs=1,
+                                                print_batch_step=4, eval_during_train=False,
+                                                fast_cpu=False))
+    eng = Engine(copy.deepcopy(cfg), mode="train")
+    step_losses = []
+    real_loss = eng.train_loss
+    eng.train_loss = lambda logits, labels: (lambda d: (step_losses.append(d["loss"].detach()), d)[1])(
+        real_loss(logits, labels))
+    reads = []  # device-to-host reads of a tensor during the epoch
+    real_numpy, real_float = paddle.Tensor.numpy, paddle.Tensor.__float__
+    import traceback
+
+    def caller():  # the reading file; the loader's sample indices are host data, not counted
+        return os.path.relpath(traceback.extract_stack()[-3].filename, os.path.dirname(engine_mod.__file__))
+
+    def numpy(self, *a, **k):
+        reads.append(caller())
+        return real_numpy(self, *a, **k)
+
+    def to_float(self):
+        reads.append(caller())
+        return real_float(self)
+
+    monkeypatch.setattr(paddle.Tensor, "numpy", numpy)
+    monkeypatch.setattr(paddle.Tensor, "__float__", to_float)
+    means = []
+    real_means = engine_mod.RunningSums.means
+    monkeypatch.setattr(engine_mod.RunningSums, "means", lambda self, ws: (means.append(ws), real_means(self, ws))[1])
+    eng.train_epoch(1)
+    monkeypatch.undo()
+    assert len(step_losses) == 6  # 48 images, 8 a batch
+    assert len(means) == 3  # iterations 0 and 4, and the epoch's summary
+    reads = [r for r in reads if r != os.path.join("..", "data", "loader.py")]
+    assert reads == ["engine.py"] * 3  # one read each, no float(loss) per step
+    log = open(tmp_path / "a" / "MobileNeXt_x0_35" / "train.log").read()
+    line = re.compile(r"\[Train\]\[Epoch 1/1\]\[Iter: 4/6\]lr\(\w+\): [0-9.]+, top1: [0-9.]+, "
+                      r"top5: [0-9.]+, CELoss: ([0-9.]+), loss: ([0-9.]+), batch_cost: [0-9.]+s, "
+                      r"reader_cost: [0-9.]+, ips: [0-9.]+ samples/s, eta: \d+:\d\d:\d\d$")
+    (celoss, loss), = [m.groups() for m in map(line.search, log.splitlines()) if m]
+    expected = float(np.mean([float(v) for v in step_losses[:5]]))  # the epoch so far
+    assert float(loss) == pytest.approx(expected, abs=1e-5) and celoss == loss
+    assert "[Train][Epoch 1/1][Iter: 1/6]" not in log and "[Train][Epoch 1/1][Avg]" in log
+
+    # the log says what the value averages (once a run)
+    assert engine_mod.LOSS_LOG_NOTE not in log
+    eng.train()  # a run (epoch 1 once more) logs the note once
+    log = open(tmp_path / "a" / "MobileNeXt_x0_35" / "train.log").read()
+    assert log.count(engine_mod.LOSS_LOG_NOTE) == 1 and "all ranks' samples" in engine_mod.LOSS_LOG_NOTE
+
+    # a NaN between two logged iterations is caught at the next one, and the error says where
+    cfg2 = copy.deepcopy(cfg)
+    cfg2["Global"]["output_dir"] = str(tmp_path / "b")
+    eng = Engine(cfg2, mode="train")
+    calls = []
+    real_loss = eng.train_loss
+
+    def nan_at_1(logits, labels):
+        d = real_loss(logits, labels)
+        calls.append(1)
+        if len(calls) == 2:
+            d = dict(d, loss=d["loss"] * float("nan"))
+        return d
+
+    eng.train_loss = nan_at_1
+    with pytest.raises(TrainingDiverged, match=r"the loss is nan at epoch 1, iteration 4 "
+                                               r"\(non-finite first in iterations 1\.\.4"):
+        eng.train_epoch(1)
+
+    # two ranks: the loss entry is reduced over ranks (one call), the others stay this rank's
+    seen = []
+    monkeypatch.setattr(distributed, "global_weighted_mean", lambda total, count: seen.append((total, count)) or 9.0)
+    sums = engine_mod.RunningSums().add({"loss": paddle.to_tensor(2.0), "CELoss": paddle.to_tensor(2.0)}, 8)
+    assert sums.means(2) == {"loss": 9.0, "CELoss": 2.0} and seen == [(16.0, 8)]
