@@ -12,7 +12,9 @@ A checkpoint is one prefix (``output/MobileNeXt_100/latest``) and three or four 
 - ``.pdema``     with an ``EMA`` section only: the trained (not averaged) weights, which
                  resuming continues from (PaddleClas develop's layout);
 - ``.pdstates``  a dict: ``epoch``, ``best_metric`` (and PaddleClas's ``metric``), ``lr_state``,
-                 ``lr_signature``, ``rng``, and ``files``: the SHA-256 of each of the other files of this checkpoint.
+                 ``lr_signature``, ``rng``, and ``files``: the SHA-256 of each of the other files of this checkpoint;
+                 on more than one card also ``rng_ranks``: every rank's own random states
+                 (:func:`gather_rng_states`), each restored on its own rank (:func:`restore_rng`).
 
 Writing is crash-safe. Every file is first written to a temp file in the same folder
 (``.<name>.tmp``) and flushed to disk. Then the ``.pdstates`` temp file is renamed to

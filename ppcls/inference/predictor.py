@@ -23,7 +23,10 @@ Paddle Inference is configured in one place (:func:`paddle_plan` -> :func:`paddl
 - oneDNN is on by default on CPU; ``enable_mkldnn: False`` switches it off.
 - GPU + ``use_tensorrt``: for a PIR export, through Paddle 3's PIR TensorRT path
   (``paddle.tensorrt.convert`` with input shape ranges from the export's image shape:
-  min batch 1, optimum and max ``batch_size``); ``Config.enable_tensorrt_engine`` only for old-IR
+  min batch 1, optimum and max ``batch_size``), run in a child process that sees only card
+  ``gpu_id``; the converted program is cached in ``<export>/_tensorrt/<key>/`` (key: the
+  export's hashes, shapes, precision, versions, GPU name); a failed conversion warns once and
+  runs plain GPU (:func:`convert_for_tensorrt`). ``Config.enable_tensorrt_engine`` only for old-IR
   exports (it sets flags the PIR predictor never reads). GPU + ``use_fp16`` without TensorRT:
   ``PrecisionType.Half``.
 - ``use_gpu`` / ``use_tensorrt`` / ``use_fp16`` on a build without CUDA (or TensorRT) log one
