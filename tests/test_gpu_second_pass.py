@@ -538,7 +538,7 @@ def test_gpu_step_loss_is_read_and_reduced_only_on_logged_iterations(monkeypatch
 
     import paddle
 
-    from ppcls.engine import distributed, engine as engine_mod
+    from ppcls.engine import distributed
     from ppcls.engine.engine import Engine, TrainingDiverged
     from ppcls.utils.config import get_config
 
@@ -555,7 +555,7 @@ def test_gpu_step_loss_is_read_and_reduced_only_on_logged_iterations(monkeypatch
     import traceback
 
     def caller():  # the reading file; the loader's sample indices are host data, not counted
-        return os.path.relpath(traceback.extract_stack()[-3].filename, os.path.dirname(engine_mod.__file__))
+        return os.path.relpath(traceback.extract_stack()[-3].filename, os.path.dirname(distributed.__file__))
 
     def numpy(self, *a, **k):
         reads.append(caller())
@@ -568,14 +568,14 @@ def test_gpu_step_loss_is_read_and_reduced_only_on_logged_iterations(monkeypatch
     monkeypatch.setattr(paddle.Tensor, "numpy", numpy)
     monkeypatch.setattr(paddle.Tensor, "__float__", to_float)
     means = []
-    real_means = engine_mod.RunningSums.means
-    monkeypatch.setattr(engine_mod.RunningSums, "means", lambda self, ws: (means.append(ws), real_means(self, ws))[1])
+    real_means = distributed.RunningSums.means
+    monkeypatch.setattr(distributed.RunningSums, "means", lambda self, ws: (means.append(ws), real_means(self, ws))[1])
     eng.train_epoch(1)
     monkeypatch.undo()
     assert len(step_losses) == 6  # 48 images, 8 a batch
     assert len(means) == 3  # iterations 0 and 4, and the epoch's summary
     reads = [r for r in reads if r != os.path.join("..", "data", "loader.py")]
-    assert reads == ["engine.py"] * 3  # one read each, no float(loss) per step
+    assert reads == ["distributed.py"] * 3  # one read each, no float(loss) per step
     log = open(tmp_path / "a" / "MobileNeXt_x0_35" / "train.log").read()
     line = re.compile(r"\[Train\]\[Epoch 1/1\]\[Iter: 4/6\]lr\(\w+\): [0-9.]+, top1: [0-9.]+, "
                       r"top5: [0-9.]+, CELoss: ([0-9.]+), loss: ([0-9.]+), batch_cost: [0-9.]+s, "
@@ -586,10 +586,10 @@ def test_gpu_step_loss_is_read_and_reduced_only_on_logged_iterations(monkeypatch
     assert "[Train][Epoch 1/1][Iter: 1/6]" not in log and "[Train][Epoch 1/1][Avg]" in log
 
     # the log says what the value averages (once a run)
-    assert engine_mod.LOSS_LOG_NOTE not in log
+    assert distributed.LOSS_LOG_NOTE not in log
     eng.train()  # a run (epoch 1 once more) logs the note once
     log = open(tmp_path / "a" / "MobileNeXt_x0_35" / "train.log").read()
-    assert log.count(engine_mod.LOSS_LOG_NOTE) == 1 and "all ranks' samples" in engine_mod.LOSS_LOG_NOTE
+    assert log.count(distributed.LOSS_LOG_NOTE) == 1 and "all ranks' samples" in distributed.LOSS_LOG_NOTE
 
     # a NaN between two logged iterations is caught at the next one, and the error says where
     cfg2 = copy.deepcopy(cfg)
@@ -613,5 +613,5 @@ def test_gpu_step_loss_is_read_and_reduced_only_on_logged_iterations(monkeypatch
     # two ranks: the loss entry is reduced over ranks (one call), the others stay this rank's
     seen = []
     monkeypatch.setattr(distributed, "global_weighted_mean", lambda total, count: seen.append((total, count)) or 9.0)
-    sums = engine_mod.RunningSums().add({"loss": paddle.to_tensor(2.0), "CELoss": paddle.to_tensor(2.0)}, 8)
+    sums = distributed.RunningSums().add({"loss": paddle.to_tensor(2.0), "CELoss": paddle.to_tensor(2.0)}, 8)
     assert sums.means(2) == {"loss": 9.0, "CELoss": 2.0} and seen == [(16.0, 8)]

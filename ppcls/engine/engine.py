@@ -66,45 +66,6 @@ class AverageMeter:
         return self.sum / self.count if self.count else 0.0
 
 
-class RunningSums:
-    """Per-name weighted sums kept as device tensors, so a training step needs no device sync;
-    read (one sync, and for ``loss`` one all-reduce) only on the iterations that log.
-
-    ``loss`` is the mean over all ranks' samples of this epoch so far (as before: the step's
-    loss averaged over the ranks, averaged over the steps); every other value is this rank's
-    running mean over the epoch's samples."""
-
-    def __init__(self):
-        self.sums, self.count = {}, 0
-
-    def add(self, values, n, count=True):
-        """Add ``n`` samples' mean ``values`` (``{name: tensor}``); ``count``: once a batch."""
-        for name, value in values.items():
-            v = value.detach().astype("float64").mean() * n
-            self.sums[name] = v if name not in self.sums else self.sums[name] + v
-        self.count += n if count else 0
-        return self
-
-    def means(self, world_size):
-        """``{name: float}``: one device-to-host copy; the ``loss`` entry reduced over ranks."""
-        if not self.sums or not self.count:
-            return {}
-        names = list(self.sums)
-        sums = paddle.stack([self.sums[k].reshape([]) for k in names]).numpy().astype("float64")
-        out = {k: float(sums[i]) / self.count for i, k in enumerate(names)}
-        if "loss" in out and world_size > 1:
-            out["loss"] = distributed.global_weighted_mean(float(sums[names.index("loss")]),
-                                                           self.count)
-        return out
-
-
-LOSS_LOG_NOTE = ("[Train] in the iteration lines, loss is the mean over all ranks' samples of "
-                 "the epoch so far, the other losses and metrics this rank's mean over the same "
-                 "samples; they are computed (one device sync, one all-reduce) only on the lines "
-                 "printed, every Global.print_batch_step iterations, and a non-finite loss is "
-                 "caught there")
-
-
 def _fmt_eta(seconds):
     return str(datetime.timedelta(seconds=int(max(0, seconds))))
 
@@ -412,7 +373,7 @@ class Engine:
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
         total = self.iters_per_epoch
-        running = RunningSums()
+        running = distributed.RunningSums()
         checked = 0  # the first iteration not yet covered by a finite-loss check
         batch_cost, reader_cost = AverageMeter(), AverageMeter()
         tic = time.time()
@@ -489,7 +450,7 @@ class Engine:
         logger.info(f"Training {self.arch_name} for epochs {self.start_epoch + 1}..{epochs}, "
                     f"{self.iters_per_epoch} iterations an epoch, on {self.world_size} "
                     f"{self.device} process(es); output in {self.output_dir}")
-        logger.info(LOSS_LOG_NOTE)
+        logger.info(distributed.LOSS_LOG_NOTE)
         for epoch in range(self.start_epoch + 1, epochs + 1):
             self.train_epoch(epoch)
             if self.lr.by_epoch:
