@@ -283,6 +283,8 @@ def run_conversion(plan, gpu_id=0):
     with open(plan_file, "w") as f:
         json.dump(plan, f)
     env = dict(os.environ, CUDA_VISIBLE_DEVICES=_visible_card(gpu_id))
+    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     code = "from ppcls.inference.predictor import _tensorrt_child; _tensorrt_child()"
     proc = subprocess.run([sys.executable, "-c", code, plan_file], env=env,
                           capture_output=True, text=True)
