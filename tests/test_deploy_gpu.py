@@ -80,6 +80,8 @@ def fake_gpu(monkeypatch):
     monkeypatch.setattr(backends, "_tensorrt_available", lambda: True)
     fake = FakeTensorRT()
     monkeypatch.setattr(backends, "_import_tensorrt", lambda: fake)
+    # the conversion in this process (the real one runs in a child that sees only gpu_id)
+    monkeypatch.setattr(backends, "_run_conversion", lambda plan, gpu_id: backends.convert_in_process(plan))
     return fake
 
 

@@ -12,7 +12,9 @@ A checkpoint is one prefix (``output/MobileNeXt_100/latest``) and three or four 
 - ``.pdema``     with an ``EMA`` section only: the trained (not averaged) weights, which
                  resuming continues from (PaddleClas develop's layout);
 - ``.pdstates``  a dict: ``epoch``, ``best_metric`` (and PaddleClas's ``metric``), ``lr_state``,
-                 ``lr_signature``, ``rng``, and ``files``: the SHA-256 of each of the other files of this checkpoint.
+                 ``lr_signature``, ``rng``, and ``files``: the SHA-256 of each of the other files of this checkpoint;
+                 on more than one card also ``rng_ranks``: every rank's own random states
+                 (:func:`gather_rng_states`), each restored on its own rank (:func:`restore_rng`).
 
 Writing is crash-safe. Every file is first written to a temp file in the same folder
 (``.<name>.tmp``) and flushed to disk. Then the ``.pdstates`` temp file is renamed to
@@ -320,6 +322,81 @@ def set_rng_state(state, device, source="the checkpoint"):
             paddle.set_rng_state(state["paddle_gpu"], "gpu")
 
 
+def own_rng_state(device):
+    """This process's generators only: numpy, python, paddle's CPU generator and, on GPU, the
+    generator of the one card this rank draws from (``gpu_id``). ``paddle.get_rng_state("gpu")``
+    lists every *visible* card, and ``paddle.distributed.launch`` does not narrow
+    ``CUDA_VISIBLE_DEVICES``, so rank k's own stream is entry k of its list; the others never move."""
+    from ppcls.utils.global_config import selected_gpu
+
+    state = rng_state("cpu")
+    if device == "gpu":
+        import paddle
+
+        gpu_id = selected_gpu()
+        state["gpu_id"] = gpu_id
+        state["paddle_gpu_own"] = [paddle.get_rng_state("gpu")[gpu_id]]
+    return state
+
+
+def gather_rng_states(device, world_size):
+    """Every rank's :func:`own_rng_state`, in rank order (a collective: all ranks call it), or
+    ``None`` on one card. Rank 0 saves the list as ``.pdstates["rng_ranks"]``."""
+    if world_size <= 1:
+        return None
+    import paddle.distributed as dist
+
+    states = []
+    dist.all_gather_object(states, own_rng_state(device))
+    return states
+
+
+def set_own_rng_state(state, device, source="the checkpoint"):
+    """Restore :func:`own_rng_state` on this rank: numpy, python, CPU, and on GPU only this
+    rank's card (the other cards' generators are left as they are)."""
+    set_rng_state({k: state[k] for k in ("numpy", "python", "paddle_cpu")}, "cpu")
+    if device == "gpu" and state.get("paddle_gpu_own"):
+        import paddle
+
+        from ppcls.utils.global_config import selected_gpu
+
+        now = list(paddle.get_rng_state("gpu"))
+        gpu_id = selected_gpu()
+        if gpu_id >= len(now):
+            logger.warning(f"{source}: this process's card {gpu_id} is not among the {len(now)} "
+                           "visible ones; its GPU generator starts fresh")
+            return
+        now[gpu_id] = state["paddle_gpu_own"][0]
+        paddle.set_rng_state(now, "gpu")
+
+
+def restore_rng(states, device, rank=0, world_size=1, source="the checkpoint"):
+    """Put back the generators of a ``.pdstates`` dict on this rank.
+
+    ``rng_ranks`` (multi-card checkpoints since issue 20): each rank restores its own entry, so
+    every rank's dropout / drop-path stream continues where it stopped. Without it (one card,
+    an older multi-card checkpoint of ours): ``rng`` as before, on every rank. Resumed on another
+    number of cards, the ranks that have a saved entry restore it and one warning says the
+    run is not bit-identical. Returns whether anything was restored."""
+    per_rank = states.get("rng_ranks")
+    if per_rank:
+        if len(per_rank) != world_size and rank == 0:
+            logger.warning(f"{source} holds random states of {len(per_rank)} rank(s); this run has "
+                           f"{world_size}: the resumed run is not bit-identical to an "
+                           "uninterrupted one")
+        if rank < len(per_rank):
+            set_own_rng_state(per_rank[rank], device, source=source)
+            return True
+        return False
+    if "rng" not in states:
+        return False
+    if world_size > 1 and rank == 0:
+        logger.warning(f"{source} has one set of random states for all ranks (written before "
+                       "per-rank states were saved): ranks >= 1 restore rank 0's")
+    set_rng_state(states["rng"], device, source=source)
+    return True
+
+
 # --------------------------------------------------------------------------- parameter names
 
 
@@ -406,9 +483,10 @@ def check_optimizer_names(opt_state, model, source):
 # --------------------------------------------------------------------------- a training run
 
 
-def save_training(prefixes, run):
+def save_training(prefixes, run, rng_ranks=None):
     """Write ``run``'s state (an ``Engine``: model, optimizer, lr, ema, scaler, epoch counters)
-    under each prefix; returns the prefixes written."""
+    under each prefix; returns the prefixes written. ``rng_ranks``: every rank's
+    :func:`own_rng_state` (:func:`gather_rng_states`, on more than one card)."""
     states = {
         "epoch": run.epoch,
         "best_metric": run.best_metric,
@@ -420,6 +498,8 @@ def save_training(prefixes, run):
         "param_names": param_names(run.bare_model),
         "arch": run.arch_name,
     }
+    if rng_ranks:
+        states["rng_ranks"] = rng_ranks
     if run.scaler is not None:
         states["scaler"] = run.scaler.state_dict()
     states.update(to_paddleclas_states(states))  # PaddleClas's keys too: it can resume from ours
@@ -484,9 +564,8 @@ def resume_training(path, run):
             run.ema.model.set_state_dict(model.state_dict())
     if run.scaler is not None and states.get("scaler"):
         run.scaler.load_state_dict(states["scaler"])
-    if "rng" in states:
-        set_rng_state(states["rng"], run.device, source=f"{path}.pdstates")
-    else:
+    if not restore_rng(states, run.device, getattr(run, "rank", 0), getattr(run, "world_size", 1),
+                       source=f"{path}.pdstates"):
         logger.warning(f"{path}.pdstates has no RNG states (a PaddleClas checkpoint?): the "
                        "resumed run is not bit-identical to an uninterrupted one")
     logger.info(f"[Resume] resumed from {path}: epoch {run.start_epoch}, best metric "
@@ -495,5 +574,6 @@ def resume_training(path, run):
 
 __all__ = ["save_checkpoint", "load_checkpoint", "checkpoint_exists", "strip_suffix", "PAUSE_ENV",
            "from_paddleclas_states", "to_paddleclas_states", "rng_state", "set_rng_state",
+           "own_rng_state", "gather_rng_states", "set_own_rng_state", "restore_rng",
            "gpu_count", "param_names", "remap_optimizer_state", "save_training", "resume_training",
            "optimizer_state", "fresh_param_names", "check_optimizer_names"]

@@ -1,4 +1,5 @@
-"""Cross-card reductions of the engine (no-ops on one card).
+"""Cross-card reductions of the engine (no-ops on one card), and the running sums behind the
+training log line (:class:`RunningSums`: read and reduced only on the lines printed).
 
 The distributed sampler pads each rank's shard with repeated samples so that all ranks get
 equal shares; eval results are therefore counted per sample index (which every batch carries),
@@ -16,13 +17,14 @@ def world():
     return size, (dist.get_rank() if size > 1 else 0)
 
 
-def global_mean(value, world_size):
-    """``value`` (a float) averaged over the ranks; NaN anywhere makes it NaN everywhere."""
-    if world_size == 1:
-        return value
-    t = paddle.to_tensor([value], dtype="float64")
-    dist.all_reduce(t)
-    return float(t.numpy()[0]) / world_size
+def global_weighted_mean(total, count):
+    """``sum(total) / sum(count)`` over the ranks (one all-reduce of two numbers): the mean over
+    all ranks' samples when each rank passes the sum and the number of its samples."""
+    t = paddle.to_tensor([total, count], dtype="float64")
+    if dist.get_world_size() > 1:
+        dist.all_reduce(t)
+    arr = t.numpy()
+    return float(arr[0]) / max(float(arr[1]), 1.0)
 
 
 def sync_statistics(model):
@@ -66,3 +68,42 @@ def reduce_hits(all_idx, all_hits, names):
         return {k: 0.0 for k in names}
     table = np.stack(list(per_sample.values()))
     return {k: float(table[:, j].mean()) for j, k in enumerate(names)}
+
+
+class RunningSums:
+    """Per-name weighted sums kept as device tensors, so a training step needs no device sync;
+    read (one sync, and for ``loss`` one all-reduce) only on the iterations that log.
+
+    ``loss`` is the mean over all ranks' samples of this epoch so far (as before: the step's
+    loss averaged over the ranks, averaged over the steps); every other value is this rank's
+    running mean over the epoch's samples."""
+
+    def __init__(self):
+        self.sums, self.count = {}, 0
+
+    def add(self, values, n, count=True):
+        """Add ``n`` samples' mean ``values`` (``{name: tensor}``); ``count``: once a batch."""
+        for name, value in values.items():
+            v = value.detach().astype("float64").mean() * n
+            self.sums[name] = v if name not in self.sums else self.sums[name] + v
+        self.count += n if count else 0
+        return self
+
+    def means(self, world_size):
+        """``{name: float}``: one device-to-host copy; the ``loss`` entry reduced over ranks."""
+        if not self.sums or not self.count:
+            return {}
+        names = list(self.sums)
+        sums = paddle.stack([self.sums[k].reshape([]) for k in names]).numpy().astype("float64")
+        out = {k: float(sums[i]) / self.count for i, k in enumerate(names)}
+        if "loss" in out and world_size > 1:
+            out["loss"] = global_weighted_mean(float(sums[names.index("loss")]),
+                                            self.count)
+        return out
+
+
+LOSS_LOG_NOTE = ("[Train] in the iteration lines, loss is the mean over all ranks' samples of "
+                 "the epoch so far, the other losses and metrics this rank's mean over the same "
+                 "samples; they are computed (one device sync, one all-reduce) only on the lines "
+                 "printed, every Global.print_batch_step iterations, and a non-finite loss is "
+                 "caught there")

@@ -15,6 +15,7 @@ reductions: ``ppcls.engine.distributed``; per-step hooks (the ``PPCLS_TRACE_DIR`
 ``ppcls.engine.hooks``; ``Global`` keys and their defaults: ``ppcls.utils.global_config``.
 """
 
+import contextlib
 import datetime
 import math
 import os
@@ -182,6 +183,14 @@ class Engine:
                                                  save_dtype="float32")
         if mode == "train" and self.amp:
             self.scaler = build_scaler(self.amp)
+        if mode == "train" and self.world_size > 1 and self.seed is not None:
+            # As PaddleClas: after the model is built (the same weights on every rank), rank r
+            # draws from seed + r, so the ranks' dropout and drop-path masks differ.
+            logger.info(f"Set random seed to ({self.seed} + rank) for each of the "
+                        f"{self.world_size} ranks")
+            paddle.seed(self.seed + self.rank)
+            np.random.seed(self.seed + self.rank)
+            random.seed(self.seed + self.rank)
         if mode == "train" and g["checkpoints"]:
             checkpoint.resume_training(g["checkpoints"], self)
         if g["to_static"]:
@@ -289,11 +298,15 @@ class Engine:
         return _bare(self.model)
 
     def _save(self, names, epoch):
-        if self.rank != 0 or not names:
+        if not names:
+            return
+        # every rank's own generators (a collective, so before the rank-0 test); rank 0 writes
+        rng_ranks = checkpoint.gather_rng_states(self.device, self.world_size)
+        if self.rank != 0:
             return
         self.epoch = epoch
         for prefix in checkpoint.save_training([os.path.join(self.output_dir, n) for n in names],
-                                               self):
+                                               self, rng_ranks=rng_ranks):
             logger.info(f"Already save model in {prefix}")
 
     # ------------------------------------------------------------------ training
@@ -327,6 +340,28 @@ class Engine:
             return f"the last good checkpoint is {latest}"
         return "no checkpoint was written before it"
 
+    def _grad_sync(self, update):
+        """The context of one micro-batch's forward and backward: under ``paddle.DataParallel``
+        with gradient accumulation, the first ``update_freq - 1`` micro-batches run in
+        ``no_sync()`` (their gradients add up on each rank) and the last one all-reduces the
+        sum, as PaddleClas develop does: one all-reduce an optimizer step, not one a batch."""
+        if (update or self.update_freq == 1 or self.grad_sync_every_batch
+                or not isinstance(self.model, paddle.DataParallel)):
+            return contextlib.nullcontext()
+        return self.model.no_sync()
+
+    grad_sync_every_batch = False  # True: all-reduce every micro-batch (before issue 20; tests)
+
+    def _check_loss(self, loss_value, epoch, it, lr_now, since):
+        if not math.isfinite(loss_value):
+            where = (f"iteration {it}" if since >= it else
+                     f"iteration {it} (non-finite first in iterations {since}..{it}: the loss is "
+                     "read on the logged iterations, Global.print_batch_step)")
+            raise TrainingDiverged(
+                f"the loss is {loss_value} at epoch {epoch}, {where} "
+                f"(lr {lr_now:.8g}): training stopped; "
+                f"{self._last_checkpoint_note()} (lower Optimizer.lr.learning_rate?)")
+
     def train_epoch(self, epoch):
         g = self.g
         epochs = g["epochs"]
@@ -338,27 +373,32 @@ class Engine:
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
         total = self.iters_per_epoch
-        meters = {}
+        running = distributed.RunningSums()
+        checked = 0  # the first iteration not yet covered by a finite-loss check
         batch_cost, reader_cost = AverageMeter(), AverageMeter()
         tic = time.time()
+        lr_now = self.lr.get_lr()
         for it, (images, labels, indices) in enumerate(loader):
             if it >= total:
                 break
             reader_cost.update(time.time() - tic)
             n = int(images.shape[0])
             lr_now = self.lr.get_lr()  # the rate this step uses
-            losses, logits = self.train_step(images, labels)
-            loss = losses["loss"]
-            loss_value = distributed.global_mean(float(loss), self.world_size)
-            if not math.isfinite(loss_value):
-                raise TrainingDiverged(
-                    f"the loss is {loss_value} at epoch {epoch}, iteration {it} "
-                    f"(lr {lr_now:.8g}): training stopped; "
-                    f"{self._last_checkpoint_note()} (lower Optimizer.lr.learning_rate?)")
+            logged = it % g["print_batch_step"] == 0
             # Gradient accumulation: each of N batches adds the gradient of loss / N.
             update = (it + 1) % self.update_freq == 0
-            self._backward_and_update(loss / self.update_freq if self.update_freq > 1 else loss,
-                                      update)
+            with self._grad_sync(update):
+                losses, logits = self.train_step(images, labels)
+                loss = losses["loss"]
+                if self.train_metrics.metrics:
+                    running.add(self.train_metrics(logits.detach(), labels), n, count=False)
+                running.add(losses, n)
+                if logged:
+                    means = running.means(self.world_size)
+                    self._check_loss(means["loss"], epoch, it, lr_now, checked)
+                    checked = it + 1
+                self._backward_and_update(loss / self.update_freq if self.update_freq > 1 else loss,
+                                          update)
             if update and not self.lr.by_epoch:
                 self.lr.scheduler.step()
             if update and self.ema is not None:
@@ -368,16 +408,10 @@ class Engine:
                 hook.after_step(self, {"epoch": epoch, "iter": it, "indices": indices,
                                        "labels": labels})
 
-            hits = self.train_metrics(logits.detach(), labels) if self.train_metrics.metrics else {}
-            for name, value in hits.items():
-                meters.setdefault(name, AverageMeter()).update(float(value.astype("float32").mean()), n)
-            for name, value in losses.items():
-                v = loss_value if name == "loss" else float(value)
-                meters.setdefault(name, AverageMeter()).update(v, n)
             batch_cost.update(time.time() - tic)
 
-            if it % g["print_batch_step"] == 0:
-                metric_msg = ", ".join(f"{k}: {m.avg:.5f}" for k, m in meters.items())
+            if logged:
+                metric_msg = ", ".join(f"{k}: {v:.5f}" for k, v in means.items())
                 ips = n / batch_cost.avg if batch_cost.avg > 0 else 0.0
                 eta = ((epochs - epoch) * total + (total - it - 1)) * batch_cost.avg
                 logger.info(f"[Train][Epoch {epoch}/{epochs}][Iter: {it}/{total}]"
@@ -387,13 +421,16 @@ class Engine:
                 if self._vdl is not None:
                     step = (epoch - 1) * total + it
                     self._vdl.add_scalar("train/lr", lr_now, step)
-                    for k, m in meters.items():
-                        self._vdl.add_scalar(f"train/{k}", m.avg, step)
+                    for k, v in means.items():
+                        self._vdl.add_scalar(f"train/{k}", v, step)
                 batch_cost, reader_cost = AverageMeter(), AverageMeter()
             tic = time.time()
-        summary = ", ".join(f"{k}: {m.avg:.5f}" for k, m in meters.items())
+        means = running.means(self.world_size)
+        if means and checked < total:
+            self._check_loss(means["loss"], epoch, total - 1, lr_now, checked)
+        summary = ", ".join(f"{k}: {v:.5f}" for k, v in means.items())
         logger.info(f"[Train][Epoch {epoch}/{epochs}][Avg]{summary}")
-        return {k: m.avg for k, m in meters.items()}
+        return means
 
     def _should_eval(self, epoch):
         g = self.g
@@ -413,6 +450,7 @@ class Engine:
         logger.info(f"Training {self.arch_name} for epochs {self.start_epoch + 1}..{epochs}, "
                     f"{self.iters_per_epoch} iterations an epoch, on {self.world_size} "
                     f"{self.device} process(es); output in {self.output_dir}")
+        logger.info(distributed.LOSS_LOG_NOTE)
         for epoch in range(self.start_epoch + 1, epochs + 1):
             self.train_epoch(epoch)
             if self.lr.by_epoch:

@@ -23,14 +23,22 @@ Paddle Inference is configured in one place (:func:`paddle_plan` -> :func:`paddl
 - oneDNN is on by default on CPU; ``enable_mkldnn: False`` switches it off.
 - GPU + ``use_tensorrt``: for a PIR export, through Paddle 3's PIR TensorRT path
   (``paddle.tensorrt.convert`` with input shape ranges from the export's image shape:
-  min batch 1, optimum and max ``batch_size``); ``Config.enable_tensorrt_engine`` only for old-IR
+  min batch 1, optimum and max ``batch_size``), run in a child process that sees only card
+  ``gpu_id``; the converted program is cached in ``<export>/_tensorrt/<key>/`` (key: the
+  export's hashes, shapes, precision, versions, GPU name); a failed conversion warns once and
+  runs plain GPU (:func:`convert_for_tensorrt`). ``Config.enable_tensorrt_engine`` only for old-IR
   exports (it sets flags the PIR predictor never reads). GPU + ``use_fp16`` without TensorRT:
   ``PrecisionType.Half``.
 - ``use_gpu`` / ``use_tensorrt`` / ``use_fp16`` on a build without CUDA (or TensorRT) log one
   warning each and run on the CPU in FP32, so a CPU-only run of a GPU config still works.
 """
 
+import atexit
+import hashlib
+import json
 import os
+import re
+import shutil
 import tempfile
 
 import numpy as np
@@ -134,23 +142,202 @@ def build_tensorrt_config(plan, trt):
     return config
 
 
+class TensorRTFailed(UserError):
+    """The TensorRT conversion could not run here (no ``paddle.tensorrt``, no ``tensorrt``
+    package, an unsupported op, a version mismatch, out of memory, ...)."""
+
+
 def _import_tensorrt():
     try:
         import paddle.tensorrt as trt
     except ImportError as err:
-        raise UserError(f"Global.use_tensorrt=True: this PaddlePaddle build has no paddle.tensorrt "
-                        f"({err}); install a GPU build with TensorRT") from None
+        missing = getattr(err, "name", "") or ""
+        if missing == "tensorrt" or (missing.startswith("tensorrt") and "paddle" not in missing):
+            hint = "pip install tensorrt (the version this PaddlePaddle build was compiled with)"
+        else:
+            hint = "install a PaddlePaddle GPU build with TensorRT support"
+        raise TensorRTFailed(f"Global.use_tensorrt=True: cannot import paddle.tensorrt ({err}); "
+                             f"{hint}") from None
     return trt
 
 
-def convert_for_tensorrt(plan):
-    """Run ``paddle.tensorrt.convert`` for ``plan`` (needs a GPU); returns the converted
-    ``(model_file, params_file)``. The one GPU-only call of the TensorRT path: tests replace
-    ``_import_tensorrt`` with a stand-in module and check everything up to here."""
+TRT_CACHE_DIR = "_tensorrt"  # beside the export's files: <inference_model_dir>/_tensorrt/<key>/
+TRT_TEMP_PREFIX = "ppcls_trt_"
+TRT_ERROR_TAG = "ppcls-tensorrt-error: "
+
+
+def _file_sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def tensorrt_cache_key(model_file, params_file, inputs, precision, extra=()):
+    """The cache key of a converted program: the export's two files (content hashes), the input
+    shape ranges, the precision, and what else decides the engines (``extra``: the Paddle and
+    TensorRT versions, the GPU's name)."""
+    record = {"model": _file_sha256(model_file), "params": _file_sha256(params_file),
+              "inputs": inputs, "precision": precision, "extra": list(extra)}
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _tensorrt_environment(gpu_id):
+    """What besides the export decides a converted program: Paddle's version, the TensorRT
+    version it was built with and the card's name (engines are built for one GPU model)."""
+    import paddle
+
+    extra = [paddle.__version__]
+    try:
+        from paddle import inference
+
+        extra.append(".".join(str(v) for v in inference.get_trt_compile_version()))
+    except Exception:
+        pass
+    try:
+        extra.append(paddle.device.cuda.get_device_name(gpu_id))
+    except Exception:
+        pass
+    return extra
+
+
+def _tensorrt_cache_root(model_dir):
+    """``<model_dir>/_tensorrt`` when it can be written, else a temp folder removed at exit."""
+    root = os.path.join(model_dir, TRT_CACHE_DIR)
+    try:
+        os.makedirs(root, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=root, prefix=".probe-")
+        probe.close()
+        return root
+    except OSError:
+        temp = tempfile.mkdtemp(prefix=TRT_TEMP_PREFIX)
+        atexit.register(shutil.rmtree, temp, True)
+        logger.warning(f"{model_dir} is not writable: the TensorRT program is converted into "
+                       f"{temp} (removed at exit) and not cached")
+        return temp
+
+
+def count_tensorrt_ops(program_or_json):
+    """``(TensorRT subgraphs, ops left to Paddle)`` of a converted PIR program (the program
+    object, or the text of its ``.json``). ``None`` entries when it cannot be read."""
+    if hasattr(program_or_json, "global_block"):
+        names = [op.name() for op in program_or_json.global_block().ops]
+    else:
+        # PIR json: ops are {"#": "<dialect>.<name>", ...}; "0.t_*"/"0.a_*" are types/attributes
+        names = re.findall(r'"#"\s*:\s*"[0-9]+\.([A-Za-z0-9_]+)"', program_or_json or "")
+        names = [n for n in names if not n.startswith(("t_", "a_"))]
+    skip = {"data", "feed", "fetch", "parameter", "constant", "shadow_output", "combine", "split",
+            "full", "builtin_combine", "builtin_split"}
+    trt = sum(n.endswith("tensorrt_engine") for n in names)
+    rest = sum(not n.endswith("tensorrt_engine") and n.split(".")[-1] not in skip for n in names)
+    return trt, rest
+
+
+def convert_in_process(plan):
+    """Run ``paddle.tensorrt.convert`` for ``plan`` in this process (GPU 0 of those visible);
+    returns ``{"subgraphs": n, "paddle_ops": m}``. Tests replace ``_import_tensorrt``."""
     trt = _import_tensorrt()
-    trt.convert(plan["model_path"], build_tensorrt_config(plan, trt))
+    program = trt.convert(plan["model_path"], build_tensorrt_config(plan, trt))
+    if not hasattr(program, "global_block"):
+        with open(plan["save_model_dir"] + ".json") as f:
+            program = f.read()
+    subgraphs, rest = count_tensorrt_ops(program)
+    return {"subgraphs": subgraphs, "paddle_ops": rest}
+
+
+def _tensorrt_child():
+    """``python -c ...`` entry of the conversion process: the plan (json) on argv[1]."""
+    import sys
+
+    with open(sys.argv[1]) as f:
+        plan = json.load(f)
+    try:
+        info = convert_in_process(plan)
+    except BaseException as err:  # noqa: B902 - everything becomes one line for the parent
+        message = " ".join(str(err).split())[:500] or type(err).__name__
+        sys.stderr.write(f"\n{TRT_ERROR_TAG}{type(err).__name__}: {message}\n")
+        sys.exit(3)
+    with open(plan["save_model_dir"] + ".info.json", "w") as f:
+        json.dump(info, f)
+
+
+def _visible_card(gpu_id):
+    """``CUDA_VISIBLE_DEVICES`` for a process whose GPU 0 is this process's card ``gpu_id``."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible:
+        cards = [c.strip() for c in visible.split(",") if c.strip()]
+        if 0 <= gpu_id < len(cards):
+            return cards[gpu_id]
+    return str(gpu_id)
+
+
+def run_conversion(plan, gpu_id=0):
+    """Convert in a child process that sees only card ``gpu_id`` (``paddle.tensorrt.convert``
+    always uses GPU 0), so ``Global.gpu_id`` is honoured and a crash, an exit or an
+    out-of-memory in TensorRT cannot take the predictor's process down. Returns the info dict."""
+    import subprocess
+    import sys
+
+    plan_file = plan["save_model_dir"] + ".plan.json"
+    with open(plan_file, "w") as f:
+        json.dump(plan, f)
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES=_visible_card(gpu_id))
+    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    code = "from ppcls.inference.predictor import _tensorrt_child; _tensorrt_child()"
+    proc = subprocess.run([sys.executable, "-c", code, plan_file], env=env,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        tagged = [ln[len(TRT_ERROR_TAG):] for ln in lines if ln.startswith(TRT_ERROR_TAG)]
+        why = tagged[-1] if tagged else (lines[-1] if lines else f"exit status {proc.returncode}")
+        raise TensorRTFailed(why)
+    with open(plan["save_model_dir"] + ".info.json") as f:
+        return json.load(f)
+
+
+def convert_for_tensorrt(plan, gpu_id=0):
+    """The converted ``(model_file, params_file, info)`` for ``plan``: from the cache
+    (``plan["save_model_dir"]``, keyed by export, shapes and precision) when it is there, else
+    converted by :func:`run_conversion` into a temp folder beside it, which is renamed into
+    place only when the conversion succeeded and removed in every case."""
     prefix = plan["save_model_dir"]
-    return prefix + ".json", prefix + ".pdiparams"
+    final_dir = os.path.dirname(prefix)
+    files = (prefix + ".json", prefix + ".pdiparams")
+    info_file = prefix + ".info.json"
+    if all(os.path.isfile(f) for f in files + (info_file,)):
+        with open(info_file) as f:
+            info = json.load(f)
+        logger.info(f"TensorRT: the converted program cached in {final_dir} is used")
+        return files + (dict(info, cached=True),)
+    parent = os.path.dirname(final_dir)
+    os.makedirs(parent, exist_ok=True)
+    work = tempfile.mkdtemp(prefix=TRT_TEMP_PREFIX, dir=parent)
+    try:
+        work_plan = dict(plan, save_model_dir=os.path.join(work, os.path.basename(prefix)))
+        logger.info(f"TensorRT: converting {plan['model_path']} on GPU {gpu_id} "
+                    f"({plan['precision_mode']}, batch {plan['inputs'][0]['min_input_shape'][0]}.."
+                    f"{plan['inputs'][0]['max_input_shape'][0]}); cached in {final_dir}")
+        info = _run_conversion(work_plan, gpu_id)
+        with open(work_plan["save_model_dir"] + ".info.json", "w") as f:
+            json.dump(info, f)
+        for name in os.listdir(work):
+            if name.endswith(".plan.json"):
+                os.remove(os.path.join(work, name))
+        try:
+            os.replace(work, final_dir)
+        except OSError:  # another process cached the same key first: keep theirs
+            if not os.path.isfile(files[0]):
+                raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return files + (dict(info, cached=False),)
+
+
+def _run_conversion(plan, gpu_id):
+    """The conversion itself (a child process); tests put :func:`convert_in_process` here."""
+    return run_conversion(plan, gpu_id)
 
 
 def paddle_plan(model_dir, use_gpu=False, gpu_mem=DEFAULT_GPU_MEM, gpu_id=0, enable_mkldnn=True,
@@ -168,9 +355,14 @@ def paddle_plan(model_dir, use_gpu=False, gpu_mem=DEFAULT_GPU_MEM, gpu_id=0, ena
             pir = model_file.endswith(".json")
             plan["tensorrt"] = "pir" if pir else "legacy"
             if pir:
-                save_dir = os.path.join(tempfile.mkdtemp(prefix="ppcls_trt_"), "inference")
-                plan["tensorrt_plan"] = tensorrt_plan(model_file, image_shape, batch_size, use_fp16,
-                                                      save_dir)
+                trt_plan = tensorrt_plan(model_file, image_shape, batch_size, use_fp16)
+                key = tensorrt_cache_key(model_file, params_file, trt_plan["inputs"],
+                                         trt_plan["precision_mode"],
+                                         _tensorrt_environment(int(gpu_id)))
+                trt_plan["save_model_dir"] = os.path.join(
+                    _tensorrt_cache_root(os.path.dirname(os.path.abspath(model_file))), key,
+                    "inference")
+                plan["tensorrt_plan"] = trt_plan
             else:
                 plan["trt_max_batch_size"] = max(1, int(batch_size))
     else:
@@ -185,7 +377,18 @@ def paddle_config(model_dir=None, plan=None, **options):
     plan = plan or paddle_plan(model_dir, **options)
     model_file, params_file = plan["model_file"], plan["params_file"]
     if plan["tensorrt"] == "pir":
-        model_file, params_file = convert_for_tensorrt(plan["tensorrt_plan"])
+        try:
+            model_file, params_file, plan["tensorrt_info"] = convert_for_tensorrt(
+                plan["tensorrt_plan"], plan.get("gpu_id", 0))
+        except Exception as err:  # any failure of the conversion: plain GPU, one warning
+            why = " ".join(str(err).split())[:300] or type(err).__name__
+            logger.warning(f"TensorRT conversion failed ({why}): running on GPU "
+                           f"{plan.get('gpu_id', 0)} without TensorRT")
+            plan["tensorrt"], plan["tensorrt_info"] = None, {"failed": why}
+        else:
+            if not plan["tensorrt_info"].get("subgraphs"):
+                logger.warning("TensorRT: no subgraph of this model went to TensorRT (0 "
+                               "tensorrt_engine ops): it runs on Paddle's GPU kernels")
     config = inference.Config(model_file, params_file)
     half = plan["precision"] == "fp16"
     if plan["device"] == "gpu":
@@ -264,12 +467,24 @@ class PaddlePredictor:
     def describe(self):
         plan, config = self.plan, self.config
         info = {"backend": self.backend, "device": plan["device"],
-                "precision": plan["precision"] + (" (TensorRT)" if plan["tensorrt"] else ""),
+                "precision": plan["precision"] + _tensorrt_note(plan),
                 "ir_optim": config.ir_optim(), "inference_config": config}
         if plan["device"] == "cpu":
             info.update(enable_mkldnn=config.mkldnn_enabled(),
                         cpu_num_threads=config.cpu_math_library_num_threads())
         return info
+
+
+def _tensorrt_note(plan):
+    """What TensorRT does in this predictor, for ``describe()``: the number of TensorRT
+    subgraphs and of ops left to Paddle (PIR), or nothing when TensorRT is not used."""
+    if plan["tensorrt"] == "legacy":
+        return " (TensorRT, old-IR engine: subgraphs decided when the predictor is built)"
+    info = plan.get("tensorrt_info") or {}
+    if plan["tensorrt"] != "pir" or "subgraphs" not in info:
+        return ""
+    return (f" (TensorRT: {info['subgraphs']} subgraph(s), {info['paddle_ops']} op(s) on "
+            "Paddle kernels)")
 
 
 _PADDLE_KEYS = ("use_gpu", "gpu_mem", "gpu_id", "enable_mkldnn", "cpu_num_threads", "ir_optim",

@@ -18,7 +18,7 @@ GLOBAL = {
     "checkpoints": (_OPT_STR, None, "checkpoint prefix to resume training from"),
     "pretrained_model": (_OPT_STR, None, "weights to start from (train) or to evaluate/export"),
     "output_dir": (_STR, "./output/", "checkpoints, logs and config.yaml go to <output_dir>/<Arch.name>"),
-    "device": (_STR, "gpu", "gpu or cpu (gpu on a build without CUDA: cpu, with a warning)"),
+    "device": (_STR, "gpu", "gpu or cpu (gpu without CUDA or without a visible GPU: cpu, with a warning)"),
     "save_interval": (_INT, 1, "write epoch_<n> every this many epochs (0: never)"),
     "eval_during_train": (_BOOL, True, "evaluate on DataLoader.Eval during training"),
     "eval_interval": (_INT, 1, "evaluate every this many epochs"),
@@ -88,12 +88,29 @@ def selected_gpu():
 _WARNED = []
 
 
+def gpu_visible():
+    """``(CUDA build, number of GPUs this process sees)``. ``paddle.set_device("gpu:0")`` on a
+    CUDA build that sees no GPU (``CUDA_VISIBLE_DEVICES=""``, a login node) does not raise: Paddle
+    logs "no GPU detected" and exits the process (status 255), so the count is checked first."""
+    import paddle
+
+    if not paddle.is_compiled_with_cuda():
+        return False, 0
+    try:
+        return True, int(paddle.device.cuda.device_count())
+    except Exception:  # a broken driver counts as no GPU
+        return True, 0
+
+
 def select_device(device=None, fallback=False, set_it=True):
     """``Global.device`` (None: the table's default, gpu) -> ``"gpu"`` or ``"cpu"``, and
     ``paddle.set_device`` to it (``gpu:<FLAGS_selected_gpus>``).
 
     gpu on a build without CUDA: cpu with one warning a process when it is the default or when
-    ``fallback`` (prediction); a ``ConfigError`` when training asked for it explicitly.
+    ``fallback`` (prediction); a ``ConfigError`` when training asked for it explicitly (install
+    the GPU build, or say cpu). gpu on a CUDA build that sees no GPU (``CUDA_VISIBLE_DEVICES=""``,
+    a login node): cpu with one warning a process, always (the same config runs on the GPU
+    nodes; the warning says why this process does not); ``gpu:...`` is never set there.
     """
     import paddle
 
@@ -101,20 +118,25 @@ def select_device(device=None, fallback=False, set_it=True):
     device = str(GLOBAL["device"][1] if device is None else device).lower()
     if device not in ("gpu", "cpu"):
         raise ConfigError(f"Global.device expects 'gpu' or 'cpu', got {device!r}")
-    if device == "gpu" and not paddle.is_compiled_with_cuda():
-        if explicit and not fallback:
+    if device == "gpu":
+        cuda, count = gpu_visible()
+        if not cuda and explicit and not fallback:
             raise ConfigError("Global.device is 'gpu' but this PaddlePaddle build has no CUDA "
                               "support; use -o Global.device=cpu or install paddlepaddle-gpu")
-        if not _WARNED:
-            from ppcls.utils import logger
+        if not cuda or count == 0:
+            if not _WARNED:
+                from ppcls.utils import logger
 
-            logger.warning("Global.device=gpu, but this PaddlePaddle build has no CUDA: running on CPU")
-            _WARNED.append(True)
-        device = "cpu"
+                why = ("this PaddlePaddle build has no CUDA" if not cuda else
+                       "this CUDA build sees no GPU (CUDA_VISIBLE_DEVICES="
+                       f"{os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')!r})")
+                logger.warning(f"Global.device=gpu, but {why}: running on CPU")
+                _WARNED.append(True)
+            device = "cpu"
     if set_it:
         paddle.set_device(f"gpu:{selected_gpu()}" if device == "gpu" else "cpu")
     return device
 
 
 __all__ = ["GLOBAL", "GLOBAL_SCHEMA", "global_value", "with_defaults", "select_device",
-           "selected_gpu"]
+           "selected_gpu", "gpu_visible"]
