@@ -37,7 +37,6 @@ through :func:`from_paddleclas_states`; ours carry PaddleClas's two keys as well
 """
 
 import hashlib
-import io
 import os
 import random
 import time
@@ -56,11 +55,10 @@ PAUSE_ENV = "PPCLS_TEST_SAVE_PAUSE"
 
 
 def _serialize(obj):
-    import paddle
+    """``paddle.save`` bytes, with numpy names numpy 1.x reads too (PaddleClas pins numpy 1.24)."""
+    from ppcls.utils.safe_load import dumps
 
-    buf = io.BytesIO()
-    paddle.save(obj, buf)
-    return buf.getvalue()
+    return dumps(obj)
 
 
 def _tmp_name(final):

@@ -304,9 +304,10 @@ def save_state_dict(state, path):
             with open(tmp, "wb") as f:  # our own open(): the usual file mode, not 0600
                 f.write(to_bytes(arrays))
         else:
-            import paddle
+            from ppcls.utils.safe_load import dumps  # numpy 1.x (PaddleClas's pin) reads it too
 
-            paddle.save(arrays, tmp)
+            with open(tmp, "wb") as f:
+                f.write(dumps(arrays))
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
