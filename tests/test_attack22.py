@@ -1,17 +1,16 @@
 """The second attack round's findings (issue 22, attack items 3-16), each as cheap as it can be:
 functions on small inputs; no training run."""
 
-import json
 import os
-import pickle
+import shutil
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
+import yaml
 
-from ppcls.utils.errors import CheckpointError, ConfigError, UserError
+from ppcls.utils.errors import CheckpointError, ConfigError, OutputError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -115,3 +114,192 @@ def test_a_pdstates_field_out_of_shape_is_one_error_naming_it(saved_checkpoint, 
 def test_the_saved_pdstates_passes_the_checks(saved_checkpoint):
     _, ckpt = saved_checkpoint
     assert ckpt["pdstates"]["epoch"] == 3 and set(ckpt["pdstates"]["files"]) == {"pdparams", "pdopt"}
+
+
+# --------------------------------------------------------------------------- exports: items 3, 4, 6, 10, 11, 14
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """One small export (x0.35, 32 px, with inference.onnx and a label file), copied per test,
+    plus a second model's weights file."""
+    from test_export_integrity import config, weights
+
+    from ppcls.inference.export import export_model
+
+    folder = tmp_path_factory.mktemp("exp22")
+    (folder / "labels.txt").write_text("".join(f"{i} digit_{i}\n" for i in range(10)))
+    (folder / "img").mkdir()
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(folder / "img" / f"{i}.png")
+    a, b = weights(folder, 1), weights(folder, 2)
+    export_model(config(folder / "model", a, labels=str(folder / "labels.txt"), export_onnx=True))
+    return folder, a, b
+
+
+def _copy(exported, tmp_path, name="model"):
+    folder = exported[0]
+    shutil.copytree(folder / "model", tmp_path / name)
+    return tmp_path / name
+
+
+def _edit_record(model_dir, edit):
+    path = model_dir / "inference.yml"
+    record = yaml.safe_load(path.read_text())
+    edit(record)
+    path.write_text(yaml.safe_dump(record, sort_keys=False))
+
+
+def _deploy(model_dir, images, *overrides, pre=None):
+    from test_export_integrity import FROM_EXPORT
+
+    from ppcls.inference.deploy import predict_cls
+    from ppcls.utils.config import get_config
+
+    cfg = get_config(FROM_EXPORT, [f"Global.inference_model_dir={model_dir}",
+                                   f"Global.infer_imgs={images}", "Global.cpu_num_threads=1"]
+                     + list(overrides))
+    if pre is not None:
+        cfg["PreProcess"] = {"transform_ops": pre}
+    return predict_cls(cfg, emit=lambda line: None)
+
+
+@pytest.mark.parametrize("in_files", [False, True])
+def test_re_export_keeps_a_file_a_hand_edited_inference_yml_names(exported, tmp_path, in_files):
+    """Item 3: notes.txt named as the label file (and in Files, with a made-up hash) is not the
+    export's: re-exporting refuses the folder instead of deleting it (34e5ea3: removed)."""
+    from test_export_integrity import config
+
+    from ppcls.inference.export import export_model
+
+    model = _copy(exported, tmp_path)
+    (model / "notes.txt").write_text("my notes")
+
+    def edit(record):
+        record["PostProcess"]["Topk"]["class_id_map_file"] = "notes.txt"
+        if in_files:
+            record["Files"]["notes.txt"] = "sha256:" + "0" * 64
+
+    _edit_record(model, edit)
+    with pytest.raises(ConfigError, match=r"holds files that are not part of an export \(notes.txt\)"):
+        export_model(config(model, exported[1], export_onnx=False))
+    assert (model / "notes.txt").read_text() == "my notes"
+
+
+@pytest.mark.parametrize("files", ["deleted", None])
+def test_an_export_without_hashes_is_served_with_one_warning(exported, tmp_path, capsys, files):
+    """Item 4: Files deleted or null and the weights swapped: served (PaddleClas's exports have
+    no hashes) but with one warning that nothing was verified (34e5ea3: silent)."""
+    from ppcls.utils import logger
+
+    model = _copy(exported, tmp_path)
+    with open(model / "inference.pdiparams", "r+b") as f:  # weights changed after the export
+        f.seek(-8, os.SEEK_END)
+        f.write(b"\x00\x00\x80\x3f" * 2)
+    _edit_record(model, lambda r: r.pop("Files") if files == "deleted" else r.update(Files=None))
+    logger.init_logger()  # (its handler writes to the stdout capsys captures)
+    capsys.readouterr()
+    try:
+        results, code = _deploy(model, exported[0] / "img", "Global.use_onnx=False")
+    finally:
+        out = capsys.readouterr()
+        logger.init_logger()
+    text = out.out + out.err
+    assert code == 0 and len(results) == 3
+    assert text.count("records no file hashes (Files): the model files are used unverified") == 1, text
+
+
+def test_an_export_whose_files_is_not_a_mapping_is_refused(exported, tmp_path):
+    model = _copy(exported, tmp_path)
+    _edit_record(model, lambda r: r.update(Files="x"))
+    with pytest.raises(ConfigError, match=r"inference.yml: Files must map each file of the export "
+                                          r"to its sha256, found 'x'"):
+        _deploy(model, exported[0] / "img")
+
+
+@pytest.mark.parametrize("use_onnx", [True, False])
+def test_a_preprocess_for_another_size_is_one_line_naming_both(exported, tmp_path, use_onnx):
+    """Item 6: 64 px input to a 32 px export (34e5ea3: silent on Paddle Inference, an ORT
+    InvalidArgument traceback on ONNX Runtime)."""
+    pre = [{"ResizeImage": {"size": 64}},
+           {"NormalizeImage": {"scale": "1.0/255.0", "mean": [0.5] * 3, "std": [0.5] * 3,
+                               "order": ""}}, {"ToCHWImage": None}]
+    with pytest.raises(ConfigError, match=r"make \[3, 64, 64\] inputs, but .* was exported for "
+                                          r"\[3, 32, 32\]"):
+        _deploy(exported[0] / "model", exported[0] / "img", f"Global.use_onnx={use_onnx}", pre=pre)
+
+
+def test_a_non_utf8_inference_yml_is_one_line_and_can_be_exported_over(exported, tmp_path):
+    """Item 10: predict_cls and re-export on a non-UTF-8 inference.yml (34e5ea3:
+    UnicodeDecodeError tracebacks)."""
+    from test_export_integrity import config
+
+    from ppcls.inference.export import export_model
+
+    model = _copy(exported, tmp_path)
+    (model / "inference.yml").write_bytes(b"Global:\n  model_name: \xff\xfe\n")
+    with pytest.raises(ConfigError, match=r"inference.yml is not UTF-8 text"):
+        _deploy(model, exported[0] / "img")
+    before = sorted(os.listdir(model))
+    # unreadable, it vouches for no file: the copied label file is not known to be the export's
+    with pytest.raises(ConfigError, match=r"holds files that are not part of an export \(labels.txt\)"):
+        export_model(config(model, exported[1], export_onnx=False))
+    assert sorted(os.listdir(model)) == before
+
+
+@pytest.mark.parametrize("where", ["label", "onnx"])
+def test_export_onto_a_full_disk_is_one_line_and_keeps_the_previous_export(exported, tmp_path,
+                                                                          monkeypatch, where):
+    """Item 11: ENOSPC while copying the label file (inference.yml's write is under the same
+    guard), or inside paddle2onnx (which says only that it failed) (34e5ea3: OSError tracebacks, and "paddle2onnx
+    could not convert" for a full disk)."""
+    import errno
+
+    import paddle2onnx
+    from test_export_integrity import config
+
+    import ppcls.inference.export as export
+
+    model = _copy(exported, tmp_path)
+    before = sorted(os.listdir(model))
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "x"))
+
+    if where == "label":
+        monkeypatch.setattr(export.shutil, "copyfile", full)
+    else:
+        def failed(*args, **kwargs):
+            raise RuntimeError("Failed to save the model")
+
+        monkeypatch.setattr(paddle2onnx, "export", failed)
+        monkeypatch.setattr(export.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(1, 1, 1000))
+    cfg = config(model, exported[1], labels=str(exported[0] / "labels.txt"),
+                 export_onnx=True if where == "onnx" else False)
+    with pytest.raises(OutputError, match=r"No space left on device"):
+        export.export_model(cfg)
+    assert sorted(os.listdir(model)) == before
+    assert [n for n in os.listdir(tmp_path) if n != "model"] == []  # no temporary folder left
+
+
+def test_temporary_folders_of_killed_exports_are_swept(exported, tmp_path):
+    """Item 14: a SIGKILLed export or quantization leaves its temporary folder; the next start
+    removes those of dead processes, never a live one's (34e5ea3: left forever)."""
+    from ppcls.inference.export import export_tmp_dir, private_temp_dir
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    live = os.getppid()
+    for name in (f".model.tmp{dead.pid}_abcd", f".model.old{dead.pid}_ef", f".model.tmp{live}_xy"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "inference.pdiparams").write_bytes(b"0" * 1000)
+    new = export_tmp_dir(str(tmp_path / "model"))  # what export_model and quantization start with
+    assert sorted(os.listdir(tmp_path)) == sorted([f".model.tmp{live}_xy", os.path.basename(new)])
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / f"ppcls_fp32_{dead.pid}_q").mkdir()
+    work = private_temp_dir("ppcls_fp32_", str(tmp_path / "t"))
+    assert os.listdir(tmp_path / "t") == [os.path.basename(work)]
+    assert os.path.basename(work).startswith(f"ppcls_fp32_{os.getpid()}_")
