@@ -303,3 +303,99 @@ def test_temporary_folders_of_killed_exports_are_swept(exported, tmp_path):
     work = private_temp_dir("ppcls_fp32_", str(tmp_path / "t"))
     assert os.listdir(tmp_path / "t") == [os.path.basename(work)]
     assert os.path.basename(work).startswith(f"ppcls_fp32_{os.getpid()}_")
+
+
+# --------------------------------------------------------------------------- items 8, 12, 13, 15
+
+BILLION_LAUGHS = """Global: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]
+""" + "".join(f"x{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 10))
+
+
+def test_a_billion_laughs_config_is_one_line_at_once(tmp_path):
+    """Item 8: 10^10 values through nested aliases (34e5ea3: hangs printing it)."""
+    from ppcls.utils.config import get_config
+
+    path = tmp_path / "laughs.yaml"
+    path.write_text(BILLION_LAUGHS)
+    with pytest.raises(ConfigError, match=r"laughs.yaml: the config expands to more than 200,000 "
+                                          r"values \(YAML aliases"):
+        get_config(str(path), show=True)
+    # the same through an -o value on a good config (10^7 values)
+    good = os.path.join(ROOT, "configs", "quickstart", "MobileNeXt_x1_0_digits.yaml")
+    laughs = "[&a0 [x,x,x,x,x,x,x,x,x,x], " + ", ".join(
+        f"&a{i} [{','.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 8)) + "]"
+    with pytest.raises(ConfigError, match=r"with its -o overrides: the config expands to more"):
+        get_config(good, [f"Arch.note={laughs}"])
+    assert get_config(good, ["Global.image_shape=[3, 32, 32]"])["Global"]["image_shape"] == [3, 32, 32]
+    big = tmp_path / "big.yaml"
+    with open(big, "w") as f:
+        f.write("Global:\n  note: '" + "x" * (9 << 20) + "'\n")
+    with pytest.raises(ConfigError, match=r"big.yaml is 9 MB; a config is a few KB"):
+        get_config(str(big))
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    (["Optimizer.lr.learning_rate=.nan"], r"the learning rate must be a finite number, got nan"),
+    (["Optimizer.lr.learning_rate=0"], r"the warm-up must rise from warmup_start_lr \(0.002\) to "
+                                       r"the schedule's first rate \(0.0\)"),
+    (["Optimizer.lr.warmup_start_lr=.inf"], r"warmup_start_lr must be a finite number, got inf"),
+])
+def test_a_nan_or_zero_learning_rate_with_warm_up_is_one_line(overrides, expected):
+    """Item 12 (34e5ea3: AssertionError: end_lr ... from Paddle's LinearWarmup)."""
+    from ppcls.optimizer.lr import build_lr
+    from ppcls.utils.config import get_config
+
+    cfg = get_config(os.path.join(ROOT, "configs", "quickstart", "MobileNeXt_x1_0_digits.yaml"),
+                     overrides)
+    with pytest.raises(ConfigError, match=expected):
+        build_lr(cfg["Optimizer"]["lr"], epochs=4, step_each_epoch=10, where="Optimizer.lr")
+    cfg = get_config(os.path.join(ROOT, "configs", "quickstart", "MobileNeXt_x1_0_digits.yaml"))
+    assert build_lr(cfg["Optimizer"]["lr"], epochs=4, step_each_epoch=10).scheduler is not None
+
+
+def test_convert_weights_names_the_refused_global_and_never_suggests_weights_only_false(tmp_path):
+    """Item 13 (34e5ea3: the message cut at 300 characters, reading "Re-running torch.load with
+    weights_only set to False will likely succeed")."""
+    torch = pytest.importorskip("torch")
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'ran'}",))
+
+    import importlib.util
+
+    src = tmp_path / "evil.pth.tar"
+    torch.save({"state_dict": {"a": torch.ones(1)}, "x": Evil()}, src)
+    spec = importlib.util.spec_from_file_location(
+        "convert_weights", os.path.join(ROOT, "tools", "convert_weights.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    with pytest.raises(CheckpointError) as err:
+        tool.main(["--src", str(src), "--dst", str(tmp_path / "out.pdparams"),
+                   "--arch", "MobileNeXt_x0_35"])
+    message = str(err.value)
+    assert "\n" not in message and "it asks for posix.system" in message, message
+    assert "False" not in message and "Re-running" not in message and "likely succeed" not in message
+    assert not (tmp_path / "ran").exists() and not (tmp_path / "out.pdparams").exists()
+
+
+def test_a_symlinked_log_file_is_refused(tmp_path):
+    """Item 15: train.log as a symlink to a file outside the run (34e5ea3: appended to)."""
+    from ppcls.utils import logger
+
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "train.log").symlink_to(outside)
+    try:
+        with pytest.raises(OutputError, match=r"train.log is a symbolic link \(to .*outside.txt\)"):
+            logger.init_logger(str(run / "train.log"))
+        logger.info("a line")
+    finally:
+        logger.init_logger()
+    assert outside.read_text() == "keep\n"
+    logger.init_logger(str(run / "real.log"))  # a real file still works
+    logger.info("a line")
+    logger.init_logger()
+    assert "a line" in (run / "real.log").read_text()
