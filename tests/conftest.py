@@ -23,3 +23,25 @@ def official_npz():
     path = os.path.join(FIXTURES, "mobilenext_official_w1_0.npz")
     assert os.path.isfile(path), f"reference fixture missing: {path} (clone with ../shared beside it)"
     return np.load(path)
+
+
+@pytest.fixture(scope="session")
+def quickstart_run(tmp_path_factory):
+    """``bash scripts/quickstart.sh`` end to end (2 epochs, no pip installs) in a copy of the
+    repository's scripts, tools, configs and deploy folders (it writes dataset/, output/ and
+    inference/ beside them; the package comes from PYTHONPATH). Returns ``(root, stdout)``."""
+    import shutil
+    import subprocess
+    import sys
+
+    root = tmp_path_factory.mktemp("quickstart")
+    for name in ("scripts", "tools", "configs", "deploy", "benchmark"):
+        shutil.copytree(os.path.join(ROOT, name), root / name,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.jpg"))
+    shutil.copy(os.path.join(ROOT, "requirements.txt"), root)
+    env = dict(os.environ, PYTHON=sys.executable, QUICKSTART_EPOCHS="2", QUICKSTART_SKIP_INSTALL="1",
+               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(["bash", str(root / "scripts" / "quickstart.sh")], env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return root, proc.stdout

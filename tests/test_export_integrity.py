@@ -167,15 +167,19 @@ def test_label_map_follows_the_export_and_must_match_the_model(data, two_models,
     out = tmp_path / "model"
     export_model(config(out, two_models[0], labels=str(data / "labels.txt"), export_onnx=False))
     images = data / "img"
-    # the default deploy config names no label file: the export's 10 names are used
-    results, code = deploy(out, images, DEFAULT_DEPLOY)
+    # the default deploy config names no label file: the export's 10 names are used (its
+    # preprocessing sized for this 32 px export: another size is refused, see test_attack22.py)
+    at_32 = ("PreProcess.transform_ops.0.ResizeImage.resize_short=36",
+             "PreProcess.transform_ops.1.CropImage.size=32")
+    results, code = deploy(out, images, DEFAULT_DEPLOY, *at_32)
     assert code == 0
     for r in results:
         assert r["label_names"] == [f"digit_{i}" for i in r["class_ids"]]
     # a label file the user names wins, but its class count must be the model's
     with pytest.raises(ConfigError, match=r"imagenet1k_label_list.txt names 1000 classes, but the "
                                           r"model outputs 10 scores per image"):
-        deploy(out, images, DEFAULT_DEPLOY, f"PostProcess.Topk.class_id_map_file={IMAGENET_LABELS}")
+        deploy(out, images, DEFAULT_DEPLOY, *at_32,
+               f"PostProcess.Topk.class_id_map_file={IMAGENET_LABELS}")
 
 
 def test_int8_export_runs_with_the_same_command_line(data, two_models, tmp_path, capsys):

@@ -221,3 +221,58 @@ def test_tools_refuse_crafted_weights_with_one_line(cli_results, name):
     assert len(errors) == 1, stderr[-3000:]
     assert path in errors[0] and re.search(r"(posix|os)\.system|builtins\.exec", errors[0]), errors[0]
     assert not marker.exists(), f"the payload ran: {marker}"
+
+
+def _numpy_core_names(data):
+    import pickletools
+
+    return sorted({arg for _, arg, _ in pickletools.genops(data)
+                   if isinstance(arg, str) and arg.startswith("numpy")})
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_written_pickles_name_numpy_core_and_load_back_equal(protocol):
+    """numpy 2 pickles arrays as numpy._core.*; what we write names numpy.core.* (both numpy 1.x
+    and 2.x import it) and loads back to exactly the same objects, with either name accepted."""
+    from ppcls.utils.safe_load import numpy1_compatible, safe_load
+
+    obj = {"w": np.arange(12, dtype=np.float32).reshape(3, 4), "s": np.float64(2.5),
+           "numpy._core.multiarray": [1, np.int64(3)], "big": np.random.rand(70, 70),
+           "d": np.dtype("int16")}
+    plain = pickle.dumps(obj, protocol=protocol)
+    assert any("numpy._core" in n for n in _numpy_core_names(plain))
+    fixed = numpy1_compatible(plain)
+    names = [n for n in _numpy_core_names(fixed) if n != "numpy._core.multiarray"]  # (a data key)
+    assert names and not any(n.startswith("numpy._core") for n in names), names
+    assert any(n.startswith("numpy.core") for n in names), names
+    for data in (plain, fixed):  # our reader takes both spellings; pickle rebuilds the same
+        back = pickle.loads(data)
+        assert back.keys() == obj.keys()
+        assert np.array_equal(back["w"], obj["w"]) and back["w"].dtype == np.float32
+        assert np.array_equal(back["big"], obj["big"]) and back["s"] == 2.5
+        assert back["d"] == np.dtype("int16")
+        loaded = safe_load(io.BytesIO(data), return_numpy=True)
+        assert np.array_equal(loaded["w"], obj["w"])
+
+
+def test_checkpoint_and_weight_writers_name_numpy_core(tmp_path):
+    """.pdparams/.pdopt/.pdstates/.pdema of save_checkpoint and save_state_dict's .pdparams
+    (tools/convert_weights.py) never name numpy._core."""
+    import paddle
+
+    from ppcls.engine.checkpoint import load_checkpoint, save_checkpoint
+    from ppcls.utils.weights import save_state_dict
+
+    state = {"conv.weight": paddle.ones([2, 3]), "fc.bias": np.zeros(4, np.float32)}
+    save_checkpoint([str(tmp_path / "latest")], state, {"fc.bias_moment_0": np.ones(4, np.float32)},
+                    {"epoch": 1, "best_metric": np.float64(0.5)}, ema_state=state)
+    save_state_dict(state, str(tmp_path / "converted.pdparams"))
+    files = sorted(p for p in os.listdir(tmp_path) if p.endswith(("pdparams", "pdopt", "pdstates", "pdema")))
+    assert files == ["converted.pdparams", "latest.pdema", "latest.pdopt", "latest.pdparams",
+                     "latest.pdstates"]
+    for name in files:
+        names = _numpy_core_names(open(tmp_path / name, "rb").read())
+        assert not any(n.startswith("numpy._core") for n in names), (name, names)
+    ckpt = load_checkpoint(str(tmp_path / "latest"))  # and they read back, hashes checked
+    assert ckpt["pdstates"]["epoch"] == 1
+    assert np.array_equal(np.asarray(ckpt["pdparams"]["conv.weight"]), np.ones([2, 3]))

@@ -49,18 +49,20 @@ def read_torch_checkpoint(path):
 
 
 def _torch_reason(err):
-    """The useful part of a ``torch.load`` error, on one line."""
+    """The useful part of a ``torch.load(weights_only=True)`` error, on one line: the refused
+    global by name when there is one. Never torch's advice to retry with ``weights_only=False``
+    (that runs whatever the file holds)."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))
+    refused = re.search(r"(?:GLOBAL|global:?)\s+([A-Za-z_][\w.]*)", text)
+    if refused:
+        return (f"it asks for {refused.group(1)}, which a weights file never holds (refused before "
+                "anything ran; only tensors, dicts, lists and numbers are read)")
     found = re.search(r"WeightsUnpickler error:\s*(.*?)\s*(?:Check the documentation|$)", text, re.S)
     if found:
-        reason = " ".join(found.group(1).split())
-        if "Unsupported global" in reason:
-            reason = reason.split(". ")[0]
-            return (f"{reason[:200]}; the file holds Python objects besides tensors; if you trust "
-                    "it, re-save just its weights: torch.save(torch.load(SRC, weights_only=False)"
-                    "['state_dict'], 'weights.pth')")
-        return f"not a PyTorch checkpoint ({reason[:200]})"
-    return " ".join(text.split())[:300]
+        return f"not a PyTorch checkpoint ({' '.join(found.group(1).split())[:200]})"
+    sentences = [s for s in re.split(r"(?<=\.)\s+", " ".join(text.split()))
+                 if "weights_only" not in s and "trusted source" not in s]
+    return " ".join(sentences)[:300] or type(err).__name__
 
 
 def convert_state_dict(state, dst, arch, class_num=None, source="checkpoint"):

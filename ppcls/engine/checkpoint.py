@@ -39,7 +39,6 @@ through :func:`from_paddleclas_states`; ours carry PaddleClas's two keys as well
 """
 
 import hashlib
-import io
 import os
 import random
 import time
@@ -58,11 +57,10 @@ PAUSE_ENV = "PPCLS_TEST_SAVE_PAUSE"
 
 
 def _serialize(obj):
-    import paddle
+    """``paddle.save`` bytes, with numpy names numpy 1.x reads too (PaddleClas pins numpy 1.24)."""
+    from ppcls.utils.safe_load import dumps
 
-    buf = io.BytesIO()
-    paddle.save(obj, buf)
-    return buf.getvalue()
+    return dumps(obj)
 
 
 def _tmp_name(final):
@@ -225,6 +223,71 @@ def _load(path, what, data=None):
         raise CheckpointError(f"{path} is not a readable {what} file ({msg})") from None
 
 
+MAX_EPOCH = 10 ** 6  # far beyond any schedule; an epoch past it is a damaged or crafted file
+
+
+def _is_int(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_number(value):
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def validate_states(states, path):
+    """Check every field of a ``.pdstates`` dict we act on, so a damaged or crafted file is one
+    ``CheckpointError`` naming the field (a negative epoch used to hang the loader for good, a
+    string epoch or a missing ``pdopt`` hash gave tracebacks, an epoch of 10^20 trained nothing).
+
+    ``epoch``: an integer in ``[0, 10^6]``; ``best_metric`` / ``metric``: a number or None;
+    ``files``: ``{pdparams, pdopt[, pdema]: sha256 hex}``; ``rng``: numpy's 624-word state,
+    Python's 625-word state, Paddle's CPU state; ``lr_state``: a dict.
+    """
+    def bad(key, expected, value):
+        shown = repr(value)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise CheckpointError(f"{path}: {key} must be {expected}, found {shown} (a damaged or "
+                              "hand-made .pdstates; resume from another checkpoint)")
+
+    epoch = states.get("epoch")
+    if not _is_int(epoch) or not 0 <= int(epoch) <= MAX_EPOCH:
+        bad("epoch", f"an integer from 0 to {MAX_EPOCH}", epoch)
+    for key in ("best_metric", "metric"):
+        value = states.get(key)
+        if value is not None and not (_is_number(value) and np.isfinite(float(value))
+                                      or hasattr(value, "numpy")):
+            bad(key, "a finite number or None", value)
+    if "files" in states:
+        files = states["files"]
+        if not isinstance(files, dict) or not {"pdparams", "pdopt"} <= set(files) \
+                or not set(files) <= set(PARTS):
+            bad("files", "{pdparams, pdopt[, pdema]: SHA-256}", files)
+        for part, digest in files.items():
+            if not (isinstance(digest, str) and len(digest) == 64
+                    and all(c in "0123456789abcdef" for c in digest)):
+                bad(f"files.{part}", "a SHA-256 hex digest", digest)
+    if "lr_state" in states and not isinstance(states["lr_state"], dict):
+        bad("lr_state", "a dict (the LR scheduler state)", states["lr_state"])
+    if "rng" in states:
+        rng = states["rng"]
+        if not isinstance(rng, dict) or "numpy" not in rng or "python" not in rng \
+                or "paddle_cpu" not in rng:
+            bad("rng", "a dict with numpy, python and paddle_cpu states", rng)
+        state = rng["numpy"]
+        if not (isinstance(state, (list, tuple)) and len(state) == 5 and state[0] == "MT19937"
+                and isinstance(state[1], (list, tuple)) and len(state[1]) == 624
+                and all(_is_int(v) and 0 <= v < 2 ** 32 for v in state[1])
+                and _is_int(state[2]) and 0 <= state[2] <= 624):
+            bad("rng.numpy", "numpy's MT19937 state (624 32-bit words and a position)", state)
+        state = rng["python"]
+        if not (isinstance(state, (list, tuple)) and len(state) == 3
+                and isinstance(state[1], (list, tuple)) and len(state[1]) == 625
+                and all(_is_int(v) and 0 <= v < 2 ** 32 for v in state[1][:624])):
+            bad("rng.python", "Python's random state (625 words)", state)
+        if rng.get("paddle_gpu") is not None and not isinstance(rng["paddle_gpu"], (list, tuple)):
+            bad("rng.paddle_gpu", "a list of Paddle GPU generator states", rng["paddle_gpu"])
+
+
 def load_checkpoint(prefix):
     """Read a checkpoint (finishing an interrupted save first) and check that it is whole.
 
@@ -247,6 +310,7 @@ def load_checkpoint(prefix):
     states = _load(states_path, ".pdstates")
     if not isinstance(states, dict) or "epoch" not in states:
         raise CheckpointError(f"{states_path} is not a training-state file (it has no epoch)")
+    validate_states(states, states_path)
     # A PaddleClas checkpoint: {"metric": ..., "epoch": ...}, no hashes to check the files by.
     files = states.get("files") or {"pdparams": None, "pdopt": None}
     out = {"pdstates": states, "pdema": None}
@@ -572,7 +636,7 @@ def resume_training(path, run):
                 f"{run.best_metric}")
 
 
-__all__ = ["save_checkpoint", "load_checkpoint", "checkpoint_exists", "strip_suffix", "PAUSE_ENV",
+__all__ = ["save_checkpoint", "load_checkpoint", "validate_states", "checkpoint_exists", "strip_suffix", "PAUSE_ENV",
            "from_paddleclas_states", "to_paddleclas_states", "rng_state", "set_rng_state",
            "own_rng_state", "gather_rng_states", "set_own_rng_state", "restore_rng",
            "gpu_count", "param_names", "remap_optimizer_state", "save_training", "resume_training",

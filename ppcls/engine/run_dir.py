@@ -2,7 +2,8 @@
 time, and a fresh run never destroys an earlier one.
 
 - **Lock.** A training holds ``<Global.output_dir>/.<Arch.name>.lock`` (a small JSON file:
-  pid, host, start time, command) from start to exit. A second training into the same folder
+  pid, host, start time, command, under ``fcntl.flock``) from start to exit; the path is the
+  folder's real path, so a run folder reached through a symlink has the one lock. A second training into the same folder
   is refused with one line naming the holder. A lock left by a process that no longer runs on
   this host (killed with SIGKILL, power loss) is taken over, with a log line saying so; a lock
   from another host is never taken over (delete it by hand once that run is gone).
@@ -17,7 +18,9 @@ Evaluation does not lock (it only writes ``eval.log``).
 """
 
 import atexit
+import fcntl
 import json
+import math
 import os
 import socket
 import sys
@@ -27,7 +30,9 @@ from ppcls.utils.errors import OutputError, write_error as io_error
 
 
 def _lock_path(output_dir):
-    parent, name = os.path.split(os.path.normpath(os.path.abspath(output_dir)))
+    """``<parent>/.<name>.lock`` of the folder ``output_dir`` really is (symlinks resolved: a run
+    folder reached through a link has the same lock as through its own path)."""
+    parent, name = os.path.split(os.path.realpath(os.path.abspath(output_dir)))
     return os.path.join(parent, f".{name}.lock")
 
 
@@ -46,23 +51,57 @@ def _started(pid):
 def _alive(pid, since=None):
     """Whether ``pid`` runs and is the process that wrote the lock at ``since`` (a process
     started well after that is another one that reuses the number)."""
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except (PermissionError, OverflowError):
         pass
     started = _started(pid)
     return not (since and started and started > since + 5)
 
 
+def _record(data):
+    """The lock record in ``data`` (bytes) as ``{pid: int, host: str, start: float, ...}``, or
+    None when it is not one (empty, half written, not JSON, JSON of another shape)."""
+    try:
+        holder = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(holder, dict):
+        return None
+    pid, host, start = holder.get("pid"), holder.get("host"), holder.get("start", 0)
+    if not (isinstance(pid, int) and not isinstance(pid, bool) and isinstance(host, str)
+            and isinstance(start, (int, float)) and not isinstance(start, bool)
+            and math.isfinite(start)):
+        return None
+    return holder
+
+
 def _describe(holder):
-    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("start", 0)))
+    try:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("start", 0)))
+    except (OverflowError, OSError, ValueError):
+        when = "?"
     return f"pid {holder.get('pid')} on {holder.get('host')} since {when}"
 
 
+_HELD = {}  # lock path -> [fd, holders]: the locks this process holds (an Engine may be rebuilt)
+
+
 class RunLock:
-    """The lock of one output folder; :meth:`acquire` or raise ``OutputError``."""
+    """The lock of one output folder; :meth:`acquire` or raise ``OutputError``.
+
+    Mutual exclusion is ``fcntl.flock`` on the open lock file: the kernel grants it to one
+    process at a time and drops it when that process dies (even by SIGKILL), so taking over a
+    stale lock is atomic. The JSON record inside (pid, host, start, command) names the holder in
+    messages; a record naming a live process on this host (one that holds no flock: an older
+    version, or written by hand) or a process on another host is respected as before. The file
+    is removed by its holder, still locked, at release; an acquirer that locked a file which was
+    removed meanwhile starts over (the inode check), so two holders never overlap.
+    """
 
     def __init__(self, output_dir):
         self.output_dir = output_dir
@@ -70,21 +109,63 @@ class RunLock:
         self.held = False
         self.notes = []  # log lines for when the logger is set up
 
-    def _write(self):
+    def _record_bytes(self):
         record = {"pid": os.getpid(), "host": socket.gethostname(), "start": time.time(),
                   "command": " ".join(sys.argv)}
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            os.write(fd, json.dumps(record).encode())
-        finally:
-            os.close(fd)
+        return json.dumps(record).encode()
 
     def _holder(self):
         try:
-            with open(self.path, encoding="utf-8") as f:
-                return json.load(f)
-        except (OSError, ValueError):
+            with open(self.path, "rb") as f:
+                return _record(f.read())
+        except OSError:
             return None
+
+    def _refuse(self, holder):
+        if holder is None:  # a holder that is still writing its record: read it once more
+            time.sleep(0.2)
+            holder = self._holder()
+        who = _describe(holder) if holder else "its record is unreadable"
+        where = "" if holder is None or holder.get("host") == socket.gethostname() else \
+            " (on another host: delete the lock file once that run is gone)"
+        return OutputError(f"{self.output_dir} is in use by another training ({who}, lock file "
+                           f"{self.path}){where}; wait for it to finish or set another "
+                           "Global.output_dir")
+
+    def _try_once(self):
+        """One attempt: ``True`` when locked, ``False`` to start over (the file was replaced)."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise self._refuse(None) from None
+            try:
+                now = os.stat(self.path)
+            except FileNotFoundError:
+                now = None
+            mine = os.fstat(fd)
+            if now is None or (now.st_ino, now.st_dev) != (mine.st_ino, mine.st_dev):
+                os.close(fd)  # released (removed) between our open and our flock
+                return False
+            data = os.pread(fd, 1 << 16, 0)
+            holder = _record(data)
+            here = socket.gethostname()
+            if holder is not None and holder["pid"] != os.getpid():
+                if holder["host"] != here or _alive(holder["pid"], holder.get("start")):
+                    raise self._refuse(holder)
+                self.notes.append(f"took over the stale lock {self.path} of a run that no "
+                                  f"longer runs ({_describe(holder)})")
+            elif holder is None and data.strip():
+                self.notes.append(f"{self.path} held no lock record (unreadable); taking it over")
+            record = self._record_bytes()
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, record, 0)
+        except BaseException:
+            os.close(fd)
+            raise
+        _HELD[self.path] = [fd, 1]
+        return True
 
     def acquire(self):
         parent = os.path.dirname(self.path)
@@ -92,38 +173,18 @@ class RunLock:
             os.makedirs(parent, exist_ok=True)
         except OSError as err:
             raise io_error(err, parent, "creating the output folder") from None
-        for _ in range(3):
-            try:
-                self._write()
-                break
-            except FileExistsError:
-                holder = self._holder()
-                if holder is None:  # unreadable, or half written by a starting run: wait a bit
-                    time.sleep(0.5)
-                    holder = self._holder()
-                if holder is None:
-                    self.notes.append(f"{self.path} was unreadable; taking it over")
-                elif holder.get("host") == socket.gethostname() and holder.get("pid") == os.getpid():
-                    pass  # an earlier Engine of this very process
-                elif holder.get("host") == socket.gethostname() and not _alive(int(holder.get("pid", 0)),
-                                                                            holder.get("start")):
-                    self.notes.append(f"took over the stale lock {self.path} of a run that no "
-                                      f"longer runs ({_describe(holder)})")
-                else:
-                    where = "" if holder.get("host") == socket.gethostname() else \
-                        " (on another host: delete the lock file once that run is gone)"
-                    raise OutputError(
-                        f"{self.output_dir} is in use by another training ({_describe(holder)}, "
-                        f"lock file {self.path}){where}; wait for it to finish or set another "
-                        "Global.output_dir") from None
-                try:
-                    os.remove(self.path)
-                except FileNotFoundError:
-                    pass
-            except OSError as err:
-                raise io_error(err, self.path, "locking the output folder") from None
+        if self.path in _HELD:  # an earlier Engine of this very process
+            _HELD[self.path][1] += 1
         else:
-            raise OutputError(f"could not lock {self.output_dir} ({self.path} keeps coming back)")
+            for _ in range(20):
+                try:
+                    if self._try_once():
+                        break
+                except OSError as err:
+                    raise io_error(err, self.path, "locking the output folder") from None
+            else:
+                raise OutputError(f"could not lock {self.output_dir} ({self.path} keeps being "
+                                  "replaced)")
         self.held = True
         atexit.register(self.release)
         return self
@@ -132,12 +193,19 @@ class RunLock:
         if not self.held:
             return
         self.held = False
-        holder = self._holder()
-        if holder is None or holder.get("pid") == os.getpid():
-            try:
-                os.remove(self.path)
-            except OSError:
-                pass
+        entry = _HELD.get(self.path)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] > 0:
+            return
+        del _HELD[self.path]
+        try:
+            os.remove(self.path)  # still locked: nobody can take the file over half removed
+        except OSError:
+            pass
+        finally:
+            os.close(entry[0])
 
 
 def _earlier_run(output_dir):

@@ -66,21 +66,44 @@ def read_inference_yml(model_dir):
             record = yaml.safe_load(f)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start}); export "
+                          "the model again") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read ({err.strerror or err})") from None
     if not isinstance(record, dict):
         raise ConfigError(f"{path}: expected a mapping (Global, PreProcess, PostProcess)")
     return record
 
 
+_UNVERIFIED_WARNED = set()  # export folders already warned about (one warning each)
+
+
 def file_status(model_dir, record, name):
     """``(True, "")`` when ``model_dir/name`` exists and matches ``record``'s hash; ``(False, why)``
     when it is missing or not part of the recorded export (such a file is ignored). A recorded
-    file whose content differs is refused: ``ConfigError``. Exports without ``Files`` (written
-    before hashes were recorded) are trusted as they are."""
+    file whose content differs is refused: ``ConfigError``, and so is a ``Files`` entry that is
+    not a mapping of hashes. An export whose ``inference.yml`` records no ``Files`` (PaddleClas's,
+    or ours before hashes were recorded, or one whose ``Files`` was deleted) is served with one
+    warning that nothing was verified; a folder with no ``inference.yml`` at all is PaddleClas's
+    plain export and is used as it is."""
     path = os.path.join(model_dir, name)
     if not os.path.isfile(path):
         return False, f"{model_dir} has no {name}"
     files = (record or {}).get("Files")
+    if record is not None and files is not None and not (
+            isinstance(files, dict) and all(isinstance(v, str) for v in files.values())):
+        raise ConfigError(f"{os.path.join(model_dir, INFERENCE_YML)}: Files must map each file of "
+                          f"the export to its sha256, found {str(files)[:60]!r}; export the model again")
     if not isinstance(files, dict):
+        key = os.path.realpath(model_dir)
+        if record is not None and key not in _UNVERIFIED_WARNED:
+            _UNVERIFIED_WARNED.add(key)
+            from ppcls.utils import logger
+
+            logger.warning(f"{os.path.join(model_dir, INFERENCE_YML)} records no file hashes "
+                           "(Files): the model files are used unverified (an export by PaddleClas "
+                           "or an older ppcls; export again with tools/export_model.py to record them)")
         return True, ""
     if name not in files:
         return False, (f"{path} is not part of the export recorded in {INFERENCE_YML} "

@@ -122,6 +122,10 @@ def predict_cls(cfg, emit=print):
     batch_size = g.get("batch_size", 1)
     if warmup:  # on the first readable batch, untimed (its errors are reported by the real pass)
         for _, batch in ImageBatches(paths, load, batch_size=batch_size, stream=io.StringIO()):
+            if exported_shape:
+                from ppcls.inference.evaluate import check_input_shape
+
+                check_input_shape(batch.shape[1:], record, model_dir)
             for _ in range(warmup):
                 predictor.run(batch)
             break
@@ -135,11 +139,11 @@ def predict_cls(cfg, emit=print):
             names, batch = next(iterator)
         except StopIteration:
             break
-        if exported_shape and list(batch.shape[1:]) != list(exported_shape):
-            logger.warning(f"the preprocessed input is {list(batch.shape[1:])}, the model was exported "
-                           f"for {exported_shape} (Global.image_shape in its inference.yml): check "
-                           f"PreProcess.transform_ops")
-            exported_shape = None  # once
+        if exported_shape:  # the first batch: a size the export was not made for is an error
+            from ppcls.inference.evaluate import check_input_shape
+
+            check_input_shape(batch.shape[1:], record, model_dir)
+            exported_shape = None
         if timer:
             timer.info.setdefault("input_shape", list(batch.shape[1:]))
             timer.stamp()

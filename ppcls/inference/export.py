@@ -22,13 +22,14 @@ export is refused rather than replaced.
 
 import copy
 import os
+import re
 import shutil
 import tempfile
 
 from ppcls.inference.artifacts import (EXPORT_FILES, ONNX_FILE, find_model_files, read_inference_yml,
-                                      write_record)
+                                      sha256_file, write_record)
 from ppcls.utils import logger
-from ppcls.utils.errors import ConfigError, UserError
+from ppcls.utils.errors import ConfigError, UserError, write_error
 
 DEFAULT_IMAGE_SHAPE = [3, 224, 224]
 DEFAULT_SAVE_DIR = "./inference"
@@ -138,10 +139,13 @@ def _check_replaceable(out_dir):
         record = read_inference_yml(out_dir) or {}
     except ConfigError:
         record = {}
-    known |= set(record.get("Files") or {})
-    label = ((record.get("PostProcess") or {}).get("Topk") or {}).get("class_id_map_file")
-    if isinstance(label, str):
-        known.add(label)
+    files = record.get("Files")
+    # only what the export itself wrote: a file its record names *with that file's hash* (a
+    # hand-edited inference.yml naming notes.txt as the label file does not make it ours)
+    for name, digest in (files.items() if isinstance(files, dict) else ()):
+        path = os.path.join(out_dir, str(name))
+        if isinstance(digest, str) and os.path.isfile(path) and sha256_file(path) == digest:
+            known.add(name)
     others = sorted(name for name in os.listdir(out_dir) if name not in known)
     if others:
         shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
@@ -155,8 +159,8 @@ def commit_export(tmp_dir, out_dir):
     _check_replaceable(out_dir)
     old = None
     if os.path.exists(out_dir):
-        old = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out_dir))}.old",
-                               dir=os.path.dirname(os.path.abspath(out_dir)))
+        old = private_temp_dir(f".{os.path.basename(os.path.abspath(out_dir))}.old",
+                               os.path.dirname(os.path.abspath(out_dir)))
         os.rmdir(old)
         os.replace(out_dir, old)
     os.replace(tmp_dir, out_dir)
@@ -164,11 +168,51 @@ def commit_export(tmp_dir, out_dir):
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        pass
+    return True
+
+
+def sweep_stale(parent, prefix):
+    """Remove ``parent/<prefix><pid>_*`` folders of processes that no longer run (an export or
+    quantization killed with SIGKILL leaves its temporary folder: 18 MB each); returns them."""
+    pattern = re.compile(re.escape(prefix) + r"(\d+)_")
+    swept = []
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return swept
+    for name in names:
+        match = pattern.match(name)
+        if match and int(match.group(1)) != os.getpid() and not _alive(int(match.group(1))):
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+            swept.append(name)
+    if swept:
+        logger.info(f"removed {len(swept)} temporary folder(s) left in {parent} by killed "
+                    f"exports: {', '.join(sorted(swept)[:3])}{' ...' if len(swept) > 3 else ''}")
+    return swept
+
+
+def private_temp_dir(prefix, parent=None):
+    """``tempfile.mkdtemp`` named ``<prefix><pid>_...`` (in ``parent``, default the system's
+    temp folder), after sweeping the ones of dead processes (:func:`sweep_stale`)."""
+    parent = parent or tempfile.gettempdir()
+    sweep_stale(parent, prefix)
+    return tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}_", dir=parent)
+
+
 def export_tmp_dir(out_dir):
     """A temporary sibling folder of ``out_dir`` (same file system, so the swap is a rename)."""
     parent = os.path.dirname(os.path.abspath(out_dir))
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out_dir))}.tmp", dir=parent)
+    base = os.path.basename(os.path.abspath(out_dir))
+    sweep_stale(parent, f".{base}.old")
+    tmp = private_temp_dir(f".{base}.tmp", parent)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # a folder as os.makedirs makes it, not mkdtemp's 0700
@@ -221,6 +265,9 @@ def export_model(cfg):
         }
         write_record(tmp_dir, record)
         commit_export(tmp_dir, out_dir)
+    except OSError as err:  # a full or read-only disk: one line, the previous export kept
+        raise write_error(err, err.filename or tmp_dir,
+                          f"exporting to {out_dir} (the previous export, if any, is intact)") from None
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     logger.info(f"exported {cfg['Arch'].get('name')} (input [None, {', '.join(map(str, shape))}], "
@@ -250,6 +297,23 @@ def _export_onnx_into(folder, want_onnx):
             "(use_onnx: auto); -o Global.export_onnx=False skips it")
 
 
+def _disk_full(err, folder, params_file):
+    """A reason when a paddle2onnx failure is a full disk (it reports it in its own words),
+    else None."""
+    import errno
+
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "the disk is full"
+    try:
+        free = shutil.disk_usage(folder).free
+        need = os.path.getsize(params_file)
+    except OSError:
+        return None
+    if free < need + (1 << 20):
+        return f"{free / 2 ** 20:.1f} MB free, the model's weights alone take {need / 2 ** 20:.1f} MB"
+    return None
+
+
 def _convert_onnx(model_dir, opset_version=ONNX_OPSET, target=None):
     """paddle2onnx of the Paddle model in ``model_dir`` to ``target`` (default ``inference.onnx``)."""
     try:
@@ -267,6 +331,10 @@ def _convert_onnx(model_dir, opset_version=ONNX_OPSET, target=None):
     except Exception as err:  # paddle2onnx reports failures with assorted exception types
         if os.path.exists(tmp):
             os.remove(tmp)
+        full = _disk_full(err, os.path.dirname(os.path.abspath(target)), params_file)
+        if full:
+            raise write_error(OSError(28, "No space left on device"), target,
+                              f"converting to ONNX ({full})") from None
         raise UserError(f"paddle2onnx could not convert {model_file}: "
                         f"{' '.join(str(err).split())[:300]}") from None
     if not os.path.isfile(tmp) or os.path.getsize(tmp) == 0:

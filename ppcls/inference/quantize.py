@@ -22,7 +22,6 @@ only, which predict_cls runs on ONNX Runtime with the usual command line.
 
 import os
 import shutil
-import tempfile
 
 import numpy as np
 
@@ -97,7 +96,7 @@ def _calibration_batches(paths, op_list, batch_size):
 def quantize_export(fp32_dir, out_dir, cfg, options=None):
     """Write the INT8 export of the fp32 export ``fp32_dir`` to ``out_dir`` (whole); returns it."""
     from ppcls.inference.artifacts import read_inference_yml, write_record
-    from ppcls.inference.export import _convert_onnx, commit_export, export_tmp_dir
+    from ppcls.inference.export import _convert_onnx, commit_export, export_tmp_dir, private_temp_dir
 
     options = _quant_options(options)
     q = _ort_quantization()
@@ -111,7 +110,7 @@ def quantize_export(fp32_dir, out_dir, cfg, options=None):
     op_list = (record.get("PreProcess") or {}).get("transform_ops")
     paths = calibration_images(cfg, options["calib_images"])
 
-    work = tempfile.mkdtemp(prefix="ppcls_quant_")
+    work = private_temp_dir("ppcls_quant_")  # (one left by a killed run is swept)
     tmp_dir = export_tmp_dir(out_dir)
     try:
         fp32_onnx = _convert_onnx(fp32_dir, QUANT_OPSET, target=os.path.join(work, "fp32.onnx"))
@@ -160,13 +159,13 @@ def quant_post_static(cfg, options=None):
     ``quant_post_static_model`` sub-folder (PaddleClas's layout)."""
     import copy
 
-    from ppcls.inference.export import DEFAULT_SAVE_DIR, export_model
+    from ppcls.inference.export import DEFAULT_SAVE_DIR, export_model, private_temp_dir
 
     g = cfg.get("Global") or {}
     save_dir = g.get("save_inference_dir") or DEFAULT_SAVE_DIR
     if not g.get("pretrained_model"):
         return quantize_export(save_dir, os.path.join(save_dir, QUANT_DIRNAME), cfg, options)
-    work = tempfile.mkdtemp(prefix="ppcls_fp32_")
+    work = private_temp_dir("ppcls_fp32_")
     try:
         fp32_cfg = copy.deepcopy(cfg)
         fp32_cfg["Global"] = dict(g, save_inference_dir=os.path.join(work, "fp32"), export_onnx=False)

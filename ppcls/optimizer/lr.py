@@ -19,6 +19,7 @@ here: the warm-up wraps the schedule in ``LinearWarmup`` up to the schedule's fi
 """
 
 import json
+import math
 from dataclasses import dataclass
 
 from paddle.optimizer import lr as lr_mod
@@ -173,6 +174,19 @@ def build_lr(lr_config, epochs, step_each_epoch, where="Optimizer.lr"):
     main = build(spec, LR_SCHEDULES, where, total_steps=epochs * unit, warmup_steps=warmup_steps,
                  steps_per_epoch=unit, epochs=epochs)
     scheduler = main
+    first = float(main())
+    if not math.isfinite(first):
+        raise ConfigError(f"{where} ({spec['name']}): the learning rate must be a finite number, "
+                          f"got {lr_config.get('learning_rate', first)!r}")
+    if warmup_steps > 0:
+        if isinstance(warmup_start_lr, bool) or not isinstance(warmup_start_lr, (int, float)) \
+                or not math.isfinite(warmup_start_lr):
+            raise ConfigError(f"{where}.warmup_start_lr must be a finite number, got "
+                              f"{warmup_start_lr!r}")
+        if not first > warmup_start_lr:  # Paddle's LinearWarmup asserts it; say it in words
+            raise ConfigError(f"{where}: the warm-up must rise from warmup_start_lr "
+                              f"({warmup_start_lr}) to the schedule's first rate ({first}); raise "
+                              f"learning_rate or lower warmup_start_lr, or set warmup_epoch: 0")
     if warmup_steps > 0:  # the one place warm-up is applied
         scheduler = lr_mod.LinearWarmup(main, warmup_steps=warmup_steps, start_lr=warmup_start_lr,
                                         end_lr=float(main()))

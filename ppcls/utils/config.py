@@ -54,10 +54,49 @@ def parse_value(text):
         return text
 
 
+MAX_CONFIG_BYTES = 8 << 20   # a PaddleClas config is a few KB; a 50 MB one took 263 s to parse
+MAX_CONFIG_VALUES = 200_000  # values after YAML aliases are expanded (a recipe has a few hundred)
+
+
+def check_size(cfg, source):
+    """``cfg`` expands to at most :data:`MAX_CONFIG_VALUES` values. YAML aliases (``*a``) share
+    one object, so a "billion laughs" file loads small and explodes only when printed, saved or
+    deep-copied; counted here over the shared structure (memoised), so it costs one pass."""
+    sizes = {}
+
+    def size(node):
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        sizes[key] = 1  # (a cycle counts once: a recursive alias cannot expand forever here)
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        total = 1
+        for child in children:
+            total += size(child)
+            if total > MAX_CONFIG_VALUES:
+                break
+        sizes[key] = total
+        return total
+
+    try:
+        too_big = size(cfg) > MAX_CONFIG_VALUES
+    except RecursionError:
+        raise ConfigError(f"{source}: the config is nested too deeply") from None
+    if too_big:
+        raise ConfigError(f"{source}: the config expands to more than {MAX_CONFIG_VALUES:,} values "
+                          "(YAML aliases nested into each other?); refusing to expand it")
+
+
 def load_config(path):
     """Read a YAML config file into a dict; a missing or malformed file is a ``ConfigError``."""
     if not os.path.isfile(path):
         raise ConfigError(f"config file not found: {path}")
+    try:
+        if os.path.getsize(path) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path} is {os.path.getsize(path) / 2 ** 20:.0f} MB; a config is a "
+                              f"few KB (at most {MAX_CONFIG_BYTES >> 20} MB is read)")
+    except OSError:
+        pass
     try:
         with open(path, encoding="utf-8") as f:
             cfg = yaml.load(f, Loader=_Loader)
@@ -70,6 +109,7 @@ def load_config(path):
         raise ConfigError(f"{path}: cannot read ({err.strerror or err})") from None
     if not isinstance(cfg, dict):
         raise ConfigError(f"{path}: expected a mapping of sections (Global, Arch, ...) at the top")
+    check_size(cfg, path)
     return cfg
 
 
@@ -178,6 +218,7 @@ def get_config(path, overrides=None, show=False):
     cfg = load_config(path)
     for override in overrides or []:
         apply_override(cfg, override)
+    check_size(cfg, f"{path} with its -o overrides" if overrides else path)
     validate_config(cfg, source=path)
     if show:
         print_config(cfg)

@@ -28,6 +28,11 @@ def init_logger(log_file=None, level=logging.INFO):
     stream.setFormatter(_FORMAT)
     _LOGGER.addHandler(stream)
     if log_file and is_main:
+        if os.path.islink(log_file):
+            from ppcls.utils.errors import OutputError
+
+            raise OutputError(f"{log_file} is a symbolic link (to {os.readlink(log_file)}); the log "
+                              "is written only to a real file in the output folder: remove the link")
         try:
             os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
             handler = _LogFile(log_file)
@@ -46,6 +51,12 @@ class _LogFile(logging.FileHandler):
 
     def __init__(self, path):
         super().__init__(path, mode="a", encoding="utf-8")
+
+    def _open(self):
+        # O_NOFOLLOW: a symlink put in place of the log (to a file outside the run) is refused
+        # (ELOOP), not appended to
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
 
     def handleError(self, record):
         err = sys.exc_info()[1]

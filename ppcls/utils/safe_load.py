@@ -21,6 +21,7 @@ import collections
 import io
 import os
 import pickle
+import types
 
 from ppcls.utils.errors import CheckpointError
 
@@ -97,6 +98,61 @@ def check_pickle(data, path):
                               ) from None
 
 
+# ------------------------------------------------------------------ writing: numpy 1.x can read it
+
+_NEW_CORE, _OLD_CORE = "numpy._core", "numpy.core"
+
+
+class _Numpy1Pickler(pickle._Pickler):
+    """The pure-Python pickler, naming numpy's ``numpy._core.*`` globals ``numpy.core.*``: the
+    module both numpy 1.x (which has no ``numpy._core``) and numpy 2.x (an alias) import. Only
+    how a global is *named* changes, never a value: a string that happens to read
+    ``numpy._core`` stays as it is."""
+
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def save_global(self, obj, name=None):
+        module = getattr(obj, "__module__", None) or ""
+        if module != _NEW_CORE and not module.startswith(_NEW_CORE + "."):
+            return super().save_global(obj, name)
+        name = name or getattr(obj, "__qualname__", None) or obj.__name__
+        old = _OLD_CORE + module[len(_NEW_CORE):]
+        target = __import__(old, fromlist=[name])
+        if getattr(target, name, None) is not obj:
+            raise pickle.PicklingError(f"{old}.{name} is not {module}.{name}")
+        if self.proto >= 4:
+            self.save(old)
+            self.save(name)
+            self.write(pickle.STACK_GLOBAL)
+        else:
+            self.write(pickle.GLOBAL + f"{old}\n{name}\n".encode("utf-8"))
+        self.memoize(obj)
+
+    dispatch[types.FunctionType] = save_global
+
+
+def numpy1_compatible(data):
+    """The pickle ``data`` (bytes we wrote ourselves: it is unpickled here) re-pickled so that
+    numpy 1.x loads it: numpy 2 names arrays ``numpy._core.multiarray._reconstruct``, numpy 1.24
+    (PaddleClas's pin) has no ``numpy._core``. The content is unchanged (same objects, shared
+    references kept); only the global names differ."""
+    if _NEW_CORE.encode() not in data:
+        return data
+    proto = data[1] if data[:1] == pickle.PROTO else 2
+    out = io.BytesIO()
+    _Numpy1Pickler(out, protocol=proto).dump(pickle.loads(data))  # noqa: S301 (our own bytes)
+    return out.getvalue()
+
+
+def dumps(obj):
+    """``paddle.save(obj)`` as bytes that numpy 1.x and 2.x both load (:func:`numpy1_compatible`)."""
+    import paddle
+
+    buf = io.BytesIO()
+    paddle.save(obj, buf)
+    return numpy1_compatible(buf.getvalue())
+
+
 def safe_load(path, data=None, **configs):
     """``paddle.load(path, **configs)`` for a pickled state dict, refusing anything executable.
 
@@ -156,4 +212,4 @@ def verify_recorded_hash(path):
                               "beside it: the file was modified or mixed with another checkpoint")
 
 
-__all__ = ["safe_load", "check_pickle", "verify_recorded_hash"]
+__all__ = ["safe_load", "check_pickle", "verify_recorded_hash", "dumps", "numpy1_compatible"]

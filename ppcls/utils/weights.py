@@ -218,6 +218,26 @@ def _describe(model):
 # --------------------------------------------------------------------------- loading
 
 
+def check_values(state, names, source="checkpoint"):
+    """Every tensor in ``names`` holds real, finite numbers: a NaN/Inf weight (a diverged run,
+    a damaged file) would evaluate to ``loss: nan`` and a meaningless top-1 without a word, and a
+    complex tensor would be cast to real silently. Raises ``CheckpointError`` naming the tensor."""
+    for name in names:
+        value = state[name]
+        array = value if isinstance(value, np.ndarray) else np.asarray(
+            value.numpy() if hasattr(value, "numpy") else value)
+        kind = array.dtype.kind
+        if kind == "c":
+            raise CheckpointError(f"{source}: {name} is {array.dtype} (complex); weights are real "
+                                  "numbers (float32, float16, ...)")
+        if kind not in "biuf":
+            raise CheckpointError(f"{source}: {name} holds {array.dtype} values, not numbers")
+        if kind == "f" and not np.isfinite(array).all():
+            bad = int(array.size - np.isfinite(array).sum())
+            raise CheckpointError(f"{source}: {name} holds {bad} NaN/Inf value(s) of {array.size}; "
+                                  "these weights cannot be used (a diverged or damaged checkpoint)")
+
+
 def load_state_dict(model, state, source="checkpoint", target=None):
     """Load ``{name: array}`` (our naming) into ``model`` after checking it fits it whole."""
     if is_torch_naming(state):
@@ -226,6 +246,7 @@ def load_state_dict(model, state, source="checkpoint", target=None):
                               "--arch NAME")
     expected = expected_shapes(model)
     check_state_dict(expected, state, source=source, target=target or _describe(model))
+    check_values(state, expected, source)
     # The dtypes the parameters really have: AMP O2's decorate(save_dtype=...) installs a hook
     # that makes state_dict() report float32 for float16 weights.
     dtypes = {name: value.dtype for name, value in model.state_dict(use_hook=False).items()}
@@ -304,9 +325,10 @@ def save_state_dict(state, path):
             with open(tmp, "wb") as f:  # our own open(): the usual file mode, not 0600
                 f.write(to_bytes(arrays))
         else:
-            import paddle
+            from ppcls.utils.safe_load import dumps  # numpy 1.x (PaddleClas's pin) reads it too
 
-            paddle.save(arrays, tmp)
+            with open(tmp, "wb") as f:
+                f.write(dumps(arrays))
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
