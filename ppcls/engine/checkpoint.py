@@ -269,24 +269,37 @@ def validate_states(states, path):
     if "lr_state" in states and not isinstance(states["lr_state"], dict):
         bad("lr_state", "a dict (the LR scheduler state)", states["lr_state"])
     if "rng" in states:
-        rng = states["rng"]
-        if not isinstance(rng, dict) or "numpy" not in rng or "python" not in rng \
-                or "paddle_cpu" not in rng:
-            bad("rng", "a dict with numpy, python and paddle_cpu states", rng)
-        state = rng["numpy"]
-        if not (isinstance(state, (list, tuple)) and len(state) == 5 and state[0] == "MT19937"
-                and isinstance(state[1], (list, tuple)) and len(state[1]) == 624
-                and all(_is_int(v) and 0 <= v < 2 ** 32 for v in state[1])
-                and _is_int(state[2]) and 0 <= state[2] <= 624):
-            bad("rng.numpy", "numpy's MT19937 state (624 32-bit words and a position)", state)
-        state = rng["python"]
-        if not (isinstance(state, (list, tuple)) and len(state) == 3
-                and isinstance(state[1], (list, tuple)) and len(state[1]) == 625
-                and all(_is_int(v) and 0 <= v < 2 ** 32 for v in state[1][:624])):
-            bad("rng.python", "Python's random state (625 words)", state)
-        if rng.get("paddle_gpu") is not None and not isinstance(rng["paddle_gpu"], (list, tuple)):
-            bad("rng.paddle_gpu", "a list of Paddle GPU generator states", rng["paddle_gpu"])
+        _validate_rng(states["rng"], "rng", bad)
+    if "rng_ranks" in states:
+        ranks = states["rng_ranks"]
+        if not isinstance(ranks, (list, tuple)) or not 1 <= len(ranks) <= 65536:
+            bad("rng_ranks", "a list of per-rank random states", ranks)
+        for i, rng in enumerate(ranks):
+            _validate_rng(rng, f"rng_ranks[{i}]", bad)
+            if rng.get("paddle_gpu_own") is not None and not (
+                    isinstance(rng["paddle_gpu_own"], (list, tuple)) and len(rng["paddle_gpu_own"]) == 1):
+                bad(f"rng_ranks[{i}].paddle_gpu_own", "a one-element list (this rank's GPU state)",
+                    rng["paddle_gpu_own"])
 
+
+def _validate_rng(rng, key, bad):
+    """One set of generator states (``rng``, or one entry of ``rng_ranks``)."""
+    if not isinstance(rng, dict) or "numpy" not in rng or "python" not in rng \
+            or "paddle_cpu" not in rng:
+        bad(key, "a dict with numpy, python and paddle_cpu states", rng)
+    state = rng["numpy"]
+    if not (isinstance(state, (list, tuple)) and len(state) == 5 and state[0] == "MT19937"
+            and isinstance(state[1], (list, tuple)) and len(state[1]) == 624
+            and all(_is_int(v) and 0 <= v < 2 ** 32 for v in state[1])
+            and _is_int(state[2]) and 0 <= state[2] <= 624):
+        bad(f"{key}.numpy", "numpy's MT19937 state (624 32-bit words and a position)", state)
+    state = rng["python"]
+    if not (isinstance(state, (list, tuple)) and len(state) == 3
+            and isinstance(state[1], (list, tuple)) and len(state[1]) == 625
+            and all(_is_int(v) and 0 <= v < 2 ** 32 for v in state[1][:624])):
+        bad(f"{key}.python", "Python's random state (625 words)", state)
+    if rng.get("paddle_gpu") is not None and not isinstance(rng["paddle_gpu"], (list, tuple)):
+        bad(f"{key}.paddle_gpu", "a list of Paddle GPU generator states", rng["paddle_gpu"])
 
 def load_checkpoint(prefix):
     """Read a checkpoint (finishing an interrupted save first) and check that it is whole.
