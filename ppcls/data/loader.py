@@ -1,6 +1,8 @@
 """``build_dataloader(config, mode)``: the ``DataLoader.<mode>`` section -> a ``paddle.io.DataLoader``.
 
-Batches are ``(images float32 [N, 3, H, W], labels int64 [N], indices)``: ``indices`` (numpy
+Batches are ``(images float32 [N, 3, H, W], labels int64 [N], indices)`` (the images are
+normalised on the batch's device when the dataset hands on uint8 images: ``Global.device_normalize``,
+see ``ppcls.data.device_normalize``): ``indices`` (numpy
 int64 [N]) are the dataset indices of the samples the batch holds (rank shards are padded by
 repeating samples; with them a multi-card eval counts each sample once, also when an image was
 skipped). The loader is an ``ImageDataLoader`` (a ``paddle.io.DataLoader``) that adds:
@@ -242,6 +244,8 @@ class ImageDataLoader(paddle.io.DataLoader):
         self.epoch_skipped = 0
         self.batch_ops, self.batch_seed, self.rank, self.nranks = [], 0, 0, 1
         self._passes = 0
+        # the dataset's deferred NormalizeImage, run here on each uint8 batch on its device
+        self.normalize = getattr(dataset, "normalize", None)
 
     @property
     def num_skipped(self):
@@ -295,6 +299,8 @@ class ImageDataLoader(paddle.io.DataLoader):
                     self.epoch_skipped += 1
                     logger.warning(f"skipped unreadable image (Global.skip_bad_images): {message}")
             if not empty:
+                if self.normalize is not None and images.dtype == paddle.uint8:
+                    images = self.normalize(images)
                 if self.batch_ops:
                     images, labels = mix_batch(self, images, labels, batch_index)
                 yield images, labels, indices.numpy()
@@ -391,7 +397,9 @@ def build_dataloader(config, mode, device="cpu", seed=None):
     batch_ops = build_batch_ops(ds_cfg, config, f"{where}.dataset")
     class_num, class_num_key = _class_num(config)
     dataset = build(ds_cfg, DATASETS, f"{where}.dataset", class_num=class_num,
-                    class_num_key=class_num_key, seed=seed, where=f"{where}.dataset")
+                    class_num_key=class_num_key, seed=seed, where=f"{where}.dataset",
+                    fast_reader=global_value(config, "fast_reader"),
+                    device_normalize=global_value(config, "device_normalize"))
 
     sampler = build_sampler(section["sampler"], dataset, mode, where)
 
