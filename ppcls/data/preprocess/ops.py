@@ -384,8 +384,8 @@ class ColorJitter:
     (shift uniform in [-hue, hue], hue <= 0.5), applied in a random order with probability
     ``prob``; the adjustments are those of paddle.vision's functional ops on PIL images (PIL's
     ``ImageEnhance``), on a uint8 RGB image computed as: brightness and contrast one lookup table
-    each (PIL's blend arithmetic on the 256 grey levels, so the same values), saturation one PIL
-    blend with the grey image, hue paddle.vision's ``adjust_hue``."""
+    each (PIL's blend arithmetic on the 256 grey levels, so the same values), saturation one
+    blend with the grey image (PIL's arithmetic in float32), hue paddle.vision's ``adjust_hue``."""
 
     def __init__(self, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0, prob=1.0):
         self.factors = {}
@@ -435,6 +435,16 @@ def _blend_lut(base, factor):
     return np.clip(base + np.float32(factor) * (levels - base), 0, 255).astype(np.uint8)
 
 
+# PIL's RGB -> L weights (ITU-R 601-2 in 16-bit fixed point): exact in float32, and so is every
+# weighted sum of 8-bit values (< 2^24), so float32 arithmetic gives PIL's grey values exactly.
+_GREY_WEIGHTS = np.array([19595, 38470, 7471], np.float32) / np.float32(65536)
+
+
+def _grey(rgb_f32):
+    """PIL's ``convert("L")`` of a float32 [H, W, 3] image with integer values, as float32 [H, W, 1]."""
+    return np.floor(rgb_f32 @ _GREY_WEIGHTS + np.float32(0.5))[..., None]
+
+
 def _apply_lut(arr, lut):
     cv2 = _import_cv2()
     return cv2.LUT(arr, lut) if cv2 is not None else lut[arr]
@@ -442,19 +452,25 @@ def _apply_lut(arr, lut):
 
 def jitter_uint8(arr, draws):
     """``ColorJitter``'s adjustments ``draws`` ((name, factor) in order) on a uint8 [H, W, 3] RGB
-    array, with PIL ``ImageEnhance``'s arithmetic (``Image.blend`` against black, the grey mean, or
-    the grey image)."""
+    array with PIL ``ImageEnhance``'s arithmetic: ``Image.blend`` (float32
+    ``base + factor * (v - base)``, clipped, truncated) against black (brightness), the rounded
+    mean of the grey image (contrast) - a lookup table each - and the grey image (saturation)."""
     arr = np.ascontiguousarray(arr)
     for key, factor in draws:
         if key == "brightness":
             arr = _apply_lut(arr, _blend_lut(0, factor))
         elif key == "contrast":
-            grey = Image.fromarray(arr).convert("L")
-            mean = int(np.asarray(grey).mean(dtype=np.float64) + 0.5)  # ImageStat's mean, rounded
+            mean = int(_grey(arr.astype(np.float32)).mean(dtype=np.float64) + 0.5)  # ImageStat's, rounded
             arr = _apply_lut(arr, _blend_lut(mean, factor))
         elif key == "saturation":
-            pil = Image.fromarray(arr)
-            arr = np.asarray(Image.blend(pil.convert("L").convert("RGB"), pil, float(factor)))
+            rgb = arr.astype(np.float32)
+            grey = _grey(rgb)
+            np.subtract(rgb, grey, out=rgb)  # in place: grey + factor * (rgb - grey)
+            np.multiply(rgb, np.float32(factor), out=rgb)
+            np.add(rgb, grey, out=rgb)
+            if factor > 1:  # a blend within [0, 1] stays within 0..255
+                np.clip(rgb, 0, 255, out=rgb)
+            arr = rgb.astype(np.uint8)
         else:
             from paddle.vision.transforms import functional as F
 
