@@ -5,9 +5,9 @@ When a dataset's ``transform_ops`` end with ``NormalizeImage`` and every op befo
 ``[3, H, W]`` images: a quarter of float32's bytes through the worker queues, shared memory and
 the host-to-device copy. The loader then applies the op to the whole batch where the batch
 lives (the GPU when training on one), right before the model sees it (``DeviceNormalize``):
-``(x * scale - mean) / std`` in float32, a zero fourth channel with ``channel_num: 4``, float16
-with ``output_fp16``, the same numbers as the op in the worker within float rounding
-(tests/test_reader.py). ``Global.device_normalize: False`` keeps it in the workers.
+``(x * scale - mean) / std`` in float32 (a lookup in the op's table of its own float32 results,
+so exactly the numbers the op gives in a worker), a zero fourth channel with ``channel_num: 4``,
+float16 with ``output_fp16``. ``Global.device_normalize: False`` keeps it in the workers.
 """
 
 import numpy as np
@@ -37,30 +37,37 @@ def split_normalize(ops):
 
 class DeviceNormalize:
     """``NormalizeImage`` for a ``uint8`` batch ``[N, 3, H, W]`` (a paddle tensor or numpy
-    array) -> float32 (float16 with ``output_fp16``) ``[N, 3 or 4, H, W]`` on the batch's device."""
+    array) -> float32 (float16 with ``output_fp16``) ``[N, 3 or 4, H, W]`` on the batch's device.
+
+    One lookup in the op's own 256 x 3 table (``NormalizeImage.table``: its float32 arithmetic for
+    every value), so the batch holds exactly the numbers the op gives in a worker."""
 
     def __init__(self, op):
         self.op = op
-        self.scale = float(op.scale)
-        self.mean = np.asarray(op.mean, np.float32).reshape(1, 3, 1, 1)
-        self.std = np.asarray(op.std, np.float32).reshape(1, 3, 1, 1)
+        self.table = op.table()  # [256, 3], float32 or float16
         self._consts = {}
 
     def _on(self, place):
         key = str(place)
         if key not in self._consts:
-            self._consts[key] = (paddle.to_tensor(self.mean, place=place),
-                                 paddle.to_tensor(self.std, place=place))
+            # channel c at c * 256 + value; float16 tables gather as float32 (exact both ways)
+            flat = np.ascontiguousarray(self.table.T.reshape(-1), dtype=np.float32)
+            offsets = (np.arange(3, dtype=np.int32) * 256).reshape(1, 3, 1, 1)
+            self._consts[key] = (paddle.to_tensor(flat, place=place), paddle.to_tensor(offsets, place=place))
         return self._consts[key]
 
     def __call__(self, images):
         if isinstance(images, np.ndarray):
             images = paddle.to_tensor(images)
-        mean, std = self._on(images.place)
-        out = (images.astype("float32") * self.scale - mean) / std
+        flat, offsets = self._on(images.place)
+        index = images.astype("int32") + offsets
+        out = paddle.gather(flat, index.flatten()).reshape(images.shape)
+        if self.table.dtype == np.float16:
+            out = out.astype("float16")
         if self.op.channel_num == 4:
             out = paddle.concat([out, paddle.zeros_like(out[:, :1])], axis=1)
-        return out.astype("float16") if self.op.output_fp16 else out
+        return out
 
     def __repr__(self):
-        return f"DeviceNormalize(scale={self.scale:g}, mean={self.mean.ravel().tolist()}, std={self.std.ravel().tolist()})"
+        return (f"DeviceNormalize(scale={self.op.scale:g}, mean={self.op.mean.ravel().tolist()}, "
+                f"std={self.op.std.ravel().tolist()})")
