@@ -82,10 +82,16 @@ def collate_batch(items):
 
 
 def seed_worker(base_seed, rank, worker_id):
-    """``worker_init_fn``: seed Python's and numpy's global generators from (seed, rank, worker)."""
+    """``worker_init_fn``: seed Python's and numpy's global generators from (seed, rank, worker);
+    OpenCV (when installed) runs one thread per worker."""
     state = np.random.SeedSequence([base_seed, rank, worker_id]).generate_state(1)[0]
     random.seed(int(state))
     np.random.seed(int(state))
+    from .preprocess.ops import _import_cv2
+
+    cv2 = _import_cv2()
+    if cv2 is not None:  # the workers are the parallelism: one OpenCV thread each
+        cv2.setNumThreads(1)
 
 
 def _shutdown(batches, timeout=10):

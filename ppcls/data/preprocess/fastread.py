@@ -35,7 +35,8 @@ import numpy as np
 from PIL import Image
 
 from .decode import _fail, _read
-from .ops import DecodeImage, RandCropImage, _import_cv2, _PIL_METHODS, _RANDOM_CHOICES, _rng
+from . import ops as _ops
+from .ops import DecodeImage, RandCropImage, _PIL_METHODS, _RANDOM_CHOICES, _rng
 
 try:  # a small wheel that bundles libjpeg-turbo (requirements.txt); PIL is the fallback
     import simplejpeg
@@ -108,7 +109,7 @@ def decode_jpeg_scaled(data, h, w, k):
 def resize_box(arr, box, size, method):
     """``arr`` cropped to ``box`` (left, top, right, bottom; floats allowed) and resized to
     ``size`` (w, h) in one step; ``method`` is bilinear or bicubic (see the module docstring)."""
-    cv2 = _import_cv2()
+    cv2 = _ops._import_cv2()
     if cv2 is None:
         return np.asarray(Image.fromarray(arr).resize(size, _PIL_METHODS[method], box=box))
     h, w = arr.shape[:2]
@@ -181,7 +182,7 @@ class DecodeRandCrop:
         box = tuple(int(round(v)) for v in box)
         if resizer.backend == "pil":
             return np.asarray(Image.fromarray(arr).resize(self.crop.size, _PIL_METHODS[method], box=box))
-        cv2 = _import_cv2()
+        cv2 = _ops._import_cv2()
         flag = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA,
                 "bicubic": cv2.INTER_CUBIC, "lanczos": cv2.INTER_LANCZOS4}[method]
         region = arr[box[1]:box[3], box[0]:box[2]]

@@ -17,6 +17,7 @@ The image stays ``[H, W, C]`` through a dataset's list: as in PaddleClas, the da
 """
 
 import math
+import os
 
 import numpy as np
 from PIL import Image
@@ -102,12 +103,23 @@ def _hw(arr):
     return arr.shape[0], arr.shape[1]
 
 
+_CV2 = []  # [cv2 or None], once imported
+
+
 def _import_cv2():
-    try:
-        import cv2
-    except ImportError:
-        return None
-    return cv2
+    """OpenCV, or None when it is not installed. Its own thread pool follows OMP_NUM_THREADS when
+    that is set (OpenCV's pthreads pool ignores it; the reader's images are small, and the
+    DataLoader's parallelism is its worker processes: see ``ppcls.data.loader.seed_worker``)."""
+    if not _CV2:
+        try:
+            import cv2
+        except ImportError:
+            cv2 = None
+        threads = os.environ.get("OMP_NUM_THREADS", "").strip()
+        if cv2 is not None and threads.isdigit() and int(threads) > 0:
+            cv2.setNumThreads(int(threads))
+        _CV2.append(cv2)
+    return _CV2[0]
 
 
 def _check_bool(key, value):
