@@ -40,7 +40,7 @@ from ppcls.utils.registry import Registry
 
 from .preprocess import ImageDecodeError, create_operators, transform
 from .preprocess.fastread import fuse_reader_ops
-from .preprocess.ops import ToCHWImage
+from .preprocess.ops import NormalizeImage, ToCHWImage
 
 DATASETS = Registry("dataset", listing="known")
 
@@ -211,18 +211,23 @@ class ImageNetDataset(paddle.io.Dataset):
     @ops.setter
     def ops(self, ops):
         self._ops = list(ops)
-        self.to_chw = chw_step(self._ops)
-        self.steps, self.normalize = self.plan(self._ops)
+        self.steps, self.normalize, self.to_chw = self.plan(self._ops)
 
     def plan(self, ops):
-        """(the steps ``__getitem__`` runs for ``ops``, the batch ``DeviceNormalize`` or None)."""
+        """(the steps ``__getitem__`` runs for ``ops``, the batch ``DeviceNormalize`` or None,
+        the [C, H, W] step after them or None)."""
         from .device_normalize import DeviceNormalize, split_normalize
 
-        normalize = None
+        to_chw, normalize = chw_step(ops), None
         if self.device_normalize:
             ops, op = split_normalize(ops)
             normalize = DeviceNormalize(op) if op is not None else None
-        return (fuse_reader_ops(ops) if self.fast_reader else list(ops)), normalize
+        if not self.fast_reader:
+            return list(ops), normalize, to_chw
+        steps = fuse_reader_ops(ops)
+        if to_chw is not None and steps and type(steps[-1]) is NormalizeImage and not steps[-1].chw:
+            steps[-1], to_chw = steps[-1].to_chw, None  # normalise and make [C, H, W] in one step
+        return steps, normalize, to_chw
 
     def set_epoch(self, epoch):
         """The epoch used for plain integer indices (the sampler passes its own)."""

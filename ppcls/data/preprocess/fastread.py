@@ -30,6 +30,7 @@ unfused.
 
 import io
 import os
+import threading
 
 import numpy as np
 from PIL import Image
@@ -43,6 +44,7 @@ try:  # a small wheel that bundles libjpeg-turbo (requirements.txt); PIL is the 
 except ImportError:  # pragma: no cover - depends on the environment
     simplejpeg = None
 
+_BUFFERS = threading.local()  # each thread's reusable decode buffer (no page faults per image)
 _DCT_FACTORS = (8, 4, 2)  # libjpeg-turbo's power-of-two DCT scalings, largest first
 _EXIF_ORIENTATION = 0x0112
 
@@ -52,7 +54,7 @@ def jpeg_size(data):
     RGB or grey, upright), from its header alone; ``None`` for anything else."""
     if data[:3] != b"\xff\xd8\xff":
         return None
-    if b"Exif\x00\x00" in data[:65536] and _exif_orientation(data) != 1:
+    if data.find(b"Exif\x00\x00", 0, 65536) >= 0 and _exif_orientation(data) != 1:
         return None
     if simplejpeg is not None:
         try:
@@ -94,11 +96,17 @@ def dct_factor(box, size):
 
 def decode_jpeg_scaled(data, h, w, k):
     """The RGB ``uint8`` pixels of a JPEG of ``h`` x ``w`` decoded at about 1/``k`` of its size
-    (``ceil(h / k)`` x ``ceil(w / k)``). Raises ``ValueError``/``OSError`` on damaged data."""
+    (``ceil(h / k)`` x ``ceil(w / k)``). Raises ``ValueError``/``OSError`` on damaged data.
+    With simplejpeg the array is a view of this thread's decode buffer, valid until the thread's
+    next call (the fused op resizes it into a new array at once)."""
     if simplejpeg is not None:
+        oh, ow = -(-h // k), -(-w // k)
+        buf = getattr(_BUFFERS, "pixels", None)
+        if buf is None or buf.size < oh * ow * 3:  # one buffer per thread, grown as needed
+            buf = _BUFFERS.pixels = np.empty(max(oh * ow * 3, 1 << 20), np.uint8)
         if k == 1:
-            return simplejpeg.decode_jpeg(data, colorspace="RGB")
-        return simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=-(-h // k), min_width=-(-w // k))
+            return simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=buf)
+        return simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=oh, min_width=ow, buffer=buf)
     img = Image.open(io.BytesIO(data))
     if k > 1:
         img.draft("RGB", (-(-w // k), -(-h // k)))
@@ -119,7 +127,7 @@ def resize_box(arr, box, size, method):
     # PIL widens its filter by the shrink ratio r (antialiasing); OpenCV samples the source.
     # A Gaussian of variance (r^2 - 1) / 6 before the resize makes up the difference.
     sx, sy = (max(0.0, (n / t) ** 2 - 1) ** 0.5 / 2.45 for n, t in zip(region.shape[1::-1], size))
-    if sx > 0.25 or sy > 0.25:
+    if sx > 0.35 or sy > 0.35:  # below a shrink of about 1.35 the difference is small (< 2 grey levels)
         region = cv2.GaussianBlur(region, (0, 0), sigmaX=max(sx, 0.01), sigmaY=max(sy, 0.01))
     flag = cv2.INTER_CUBIC if method == "bicubic" else cv2.INTER_LINEAR
     return cv2.resize(region, size, interpolation=flag)

@@ -453,8 +453,8 @@ _GREY_WEIGHTS = np.array([19595, 38470, 7471], np.float32) / np.float32(65536)
 
 
 def _grey(rgb_f32):
-    """PIL's ``convert("L")`` of a float32 [H, W, 3] image with integer values, as float32 [H, W, 1]."""
-    return np.floor(rgb_f32 @ _GREY_WEIGHTS + np.float32(0.5))[..., None]
+    """PIL's ``convert("L")`` of a float32 [H, W, 3] image with integer values, as float32 [H, W]."""
+    return np.floor(rgb_f32 @ _GREY_WEIGHTS + np.float32(0.5))
 
 
 def _apply_lut(arr, lut):
@@ -477,6 +477,8 @@ def jitter_uint8(arr, draws):
         elif key == "saturation":
             rgb = arr.astype(np.float32)
             grey = _grey(rgb)
+            cv2 = _import_cv2()  # the grey image on all three channels: same-shape arithmetic is faster
+            grey = cv2.merge([grey, grey, grey]) if cv2 is not None else np.repeat(grey[..., None], 3, axis=2)
             np.subtract(rgb, grey, out=rgb)  # in place: grey + factor * (rgb - grey)
             np.multiply(rgb, np.float32(factor), out=rgb)
             np.add(rgb, grey, out=rgb)
@@ -545,6 +547,14 @@ class NormalizeImage:
             out = np.concatenate([out, np.zeros(pad_shape, np.float32)], axis=axis)
         return out.astype(np.float16 if self.output_fp16 else np.float32)
 
+    def to_chw(self, img, rng=None):
+        """This op (``order: ''``) followed by the [H, W, C] -> [C, H, W] step, in one: a uint8
+        image is made channel-first first (a quarter of the bytes to move) and looked up per plane."""
+        arr = _as_array(img)
+        if self.chw or arr.dtype != np.uint8 or self.channel_num != 3 or arr.ndim != 3 or arr.shape[2] != 3:
+            return ToCHWImage()(self(arr))
+        return self._lookup(np.ascontiguousarray(arr.transpose(2, 0, 1)), 0)
+
     def _lookup(self, arr, axis):
         """A uint8 image through ``table()``: one lookup per value instead of float arithmetic."""
         table = self.table()
@@ -552,6 +562,10 @@ class NormalizeImage:
         if cv2 is not None and axis == 2 and table.dtype == np.float32:
             return cv2.LUT(np.ascontiguousarray(arr), table.reshape(1, 256, 3)).reshape(arr.shape)
         out = np.empty(arr.shape, table.dtype)
+        if cv2 is not None and axis == 0 and table.dtype == np.float32:
+            for c in range(3):
+                out[c] = cv2.LUT(arr[c], table[:, c].reshape(1, 256))
+            return out
         for c in range(3):
             index = (slice(None),) * axis + (c,)
             np.take(table[:, c], arr[index], out=out[index])
