@@ -304,3 +304,22 @@ def test_reader_dataset_with_and_without_the_fast_reader(jpeg_folder):
         a, b = fast[i][0], slow[i][0]
         assert a.shape == b.shape == (3, 32, 32) and a.dtype == b.dtype == np.uint8
         assert np.abs(a.astype(int) - b).mean() < 6.0
+
+
+def test_reader_without_simplejpeg_and_opencv_is_the_unfused_ops(natural, monkeypatch):
+    """The fallbacks: PIL's decoder (``draft`` for the DCT scaling) and PIL's resize. At full
+    size the fused op then gives exactly what DecodeImage + RandCropImage give."""
+    monkeypatch.setattr(fastread, "simplejpeg", None)
+    monkeypatch.setattr(ops, "_import_cv2", lambda: None)
+    data = natural[1]
+    assert fastread.jpeg_size(data) == (427, 640)
+    assert np.array_equal(fastread.decode_jpeg_scaled(data, 427, 640, 1), decode_image(data))
+    reduced = np.asarray(Image.fromarray(decode_image(data)).reduce(2)).astype(float)
+    assert np.abs(fastread.decode_jpeg_scaled(data, 427, 640, 2)[:213, :320] - reduced[:213]).mean() < 1.0
+    fused, decode, crop = fused_pair(224)
+    for seed in range(6):
+        box, _, k = fused.plan(427, 640, np.random.default_rng(seed))
+        out = fused(data, np.random.default_rng(seed))
+        ref = crop(decode(data), np.random.default_rng(seed))
+        if k == 1:
+            assert np.array_equal(out, ref)

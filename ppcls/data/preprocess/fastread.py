@@ -109,7 +109,7 @@ def decode_jpeg_scaled(data, h, w, k):
         return simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=oh, min_width=ow, buffer=buf)
     img = Image.open(io.BytesIO(data))
     if k > 1:
-        img.draft("RGB", (-(-w // k), -(-h // k)))
+        img.draft("RGB", (w // k, h // k))  # PIL picks the scale from floor(size / requested)
     img.load()
     return np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
 
