@@ -250,8 +250,12 @@ class ImageDataLoader(paddle.io.DataLoader):
         self.epoch_skipped = 0
         self.batch_ops, self.batch_seed, self.rank, self.nranks = [], 0, 0, 1
         self._passes = 0
-        # the dataset's deferred NormalizeImage, run here on each uint8 batch on its device
-        self.normalize = getattr(dataset, "normalize", None)
+
+    @property
+    def normalize(self):
+        """The dataset's deferred ``NormalizeImage`` (``ppcls.data.device_normalize``), run here
+        on each uint8 batch on its device; None when the dataset normalises its images."""
+        return getattr(self.dataset, "normalize", None)
 
     @property
     def num_skipped(self):
@@ -305,8 +309,9 @@ class ImageDataLoader(paddle.io.DataLoader):
                     self.epoch_skipped += 1
                     logger.warning(f"skipped unreadable image (Global.skip_bad_images): {message}")
             if not empty:
-                if self.normalize is not None and images.dtype == paddle.uint8:
-                    images = self.normalize(images)
+                normalize = self.normalize
+                if normalize is not None and images.dtype == paddle.uint8:
+                    images = normalize(images)
                 if self.batch_ops:
                     images, labels = mix_batch(self, images, labels, batch_index)
                 yield images, labels, indices.numpy()
