@@ -169,8 +169,9 @@ class ImageNetDataset(paddle.io.Dataset):
     The keyword-only arguments are set by ``build_dataloader`` from the rest of the config.
 
     The training reader (README, "The training reader"): ``fast_reader`` (``Global.fast_reader``)
-    decodes a ``DecodeImage`` + ``RandCropImage`` pair as one step that decodes only what the
-    crop needs (``ppcls.data.preprocess.fastread``); ``device_normalize``
+    runs a ``DecodeImage`` + ``RandCropImage`` pair as one step: the box from the JPEG header,
+    the decode at the smallest DCT scale the box allows, one crop+resize
+    (``ppcls.data.preprocess.fastread``); ``device_normalize``
     (``Global.device_normalize``) leaves a final ``NormalizeImage`` to the loader, which runs it
     on the batch on the device (``ppcls.data.device_normalize``): ``dataset[i]`` is then a
     ``uint8`` ``[3, H, W]`` image and ``dataset.normalize`` the op that makes it what the model
@@ -240,8 +241,8 @@ class ImageNetDataset(paddle.io.Dataset):
     def describe(self, index):
         return f"{self.images[index]} (line {self.line_nos[index]} of {self.cls_label_path})"
 
-    def steps_for(self, size):
-        """The steps for a key's ``size`` (None: the configured ones)."""
+    def ops_for(self, size):
+        """The steps (the fused ops) for a key's ``size`` (None: the configured ones)."""
         if size is not None:
             raise ConfigError(f"{self.where}: a sampler chose the image size {tuple(size)}, which "
                             f"{type(self).__name__} cannot apply (MultiScaleSampler needs "
@@ -252,7 +253,7 @@ class ImageNetDataset(paddle.io.Dataset):
         index, epoch, repeat, size = split_key(key, self.epoch)
         index = int(index)
         rng = sample_rng(self.seed, epoch, index, repeat)
-        steps = self.steps_for(size)
+        steps = self.ops_for(size)
         try:
             img = transform(self.images[index], steps, rng)
             if self.to_chw is not None:
@@ -295,7 +296,7 @@ class MultiScaleDataset(ImageNetDataset):
                             "sets to the sampler's scale")
         self._ops_by_size = {}
 
-    def steps_for(self, size):
+    def ops_for(self, size):
         if size is None:
             return self.steps
         size = (int(size[0]), int(size[1]))
