@@ -97,21 +97,26 @@ def loader_speed(config, image_dir, workers, device_normalize, batch_size, batch
     cfg["Global"] = {"seed": 0, "device_normalize": device_normalize}
     cfg["Arch"] = {"name": "MobileNeXt_x1_0", "class_num": 10}
     train = cfg["DataLoader"]["Train"]
-    train["dataset"].update(image_root=image_dir, cls_label_path=os.path.join(image_dir, "train_list.txt"))
+    # one pass long enough for every timed batch: a new pass starts new worker processes
+    lines = open(os.path.join(image_dir, "train_list.txt")).read().split()
+    pairs = [f"{lines[i]} {lines[i + 1]}" for i in range(0, len(lines), 2)]
+    repeat = -(-(batches + 2) * batch_size // len(pairs))
+    list_file = os.path.join(image_dir, f"loader_list_{repeat}.txt")
+    with open(list_file, "w") as f:
+        f.write("\n".join(pairs * repeat) + "\n")
+    train["dataset"].update(image_root=image_dir, cls_label_path=list_file)
     train["sampler"] = {"name": "DistributedBatchSampler", "batch_size": batch_size, "drop_last": True,
                         "shuffle": True}
     train["loader"] = {"num_workers": workers, "use_shared_memory": True}
     loader = build_dataloader(cfg, "Train", device="cpu")
     seen, start = 0, None
-    for epoch in range(8):
-        loader.batch_sampler.set_epoch(epoch)
-        for images, _, _ in loader:
-            if start is None:  # the first batch (worker start-up) is not timed
-                start = time.perf_counter()
-                continue
-            seen += int(images.shape[0])
-            if seen >= batches * batch_size:
-                return seen / (time.perf_counter() - start), str(images.dtype)
+    for images, _, _ in loader:
+        if start is None:  # the first batch (worker start-up) is not timed
+            start = time.perf_counter()
+            continue
+        seen += int(images.shape[0])
+        if seen >= batches * batch_size:
+            break
     return seen / (time.perf_counter() - start), str(images.dtype)
 
 

@@ -174,10 +174,12 @@ def test_reader_normalize_lookup_is_the_float_formula(order, fp16):
 def test_reader_device_normalize_equals_the_op(keys):
     op = ops.NormalizeImage(order="chw", **keys)
     batch = np.random.default_rng(2).integers(0, 256, (4, 3, 6, 5), dtype=np.uint8)
-    out = DeviceNormalize(op)(paddle.to_tensor(batch)).numpy()
     ref = np.stack([op(img) for img in batch])
-    assert out.dtype == ref.dtype and out.shape == ref.shape
-    assert np.array_equal(out, ref)  # the same numbers, so eval results do not move
+    normalize = DeviceNormalize(op)
+    for out in (normalize(paddle.to_tensor(batch)), normalize.gather(paddle.to_tensor(batch))):
+        out = out.numpy()  # the CPU lookup, and the gather a GPU runs
+        assert out.dtype == ref.dtype and out.shape == ref.shape
+        assert np.array_equal(out, ref)  # the same numbers, so eval results do not move
 
 
 def test_reader_only_a_final_normalize_of_uint8_images_is_deferred():

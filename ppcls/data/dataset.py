@@ -176,8 +176,7 @@ class ImageNetDataset(paddle.io.Dataset):
     on the batch on the device (``ppcls.data.device_normalize``): ``dataset[i]`` is then a
     ``uint8`` ``[3, H, W]`` image and ``dataset.normalize`` the op that makes it what the model
     takes (None when the ops normalise the image themselves). ``build_dataloader`` passes both
-    from ``Global`` (``fast_reader`` default True, ``device_normalize`` on GPU only); built
-    directly, the dataset normalises itself."""
+    from ``Global`` (both default True there); built directly, the dataset normalises itself."""
 
     def __init__(self, image_root, cls_label_path, transform_ops=None, delimiter=None,
                  relabel=False, *, class_num=None, class_num_key="Arch.class_num", seed=0,

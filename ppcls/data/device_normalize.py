@@ -7,9 +7,9 @@ the host-to-device copy. The loader then applies the op to the whole batch where
 lives (the GPU when training on one), right before the model sees it (``DeviceNormalize``):
 ``(x * scale - mean) / std`` in float32 (a lookup in the op's table of its own float32 results,
 so exactly the numbers the op gives in a worker), a zero fourth channel with ``channel_num: 4``,
-float16 with ``output_fp16``. ``Global.device_normalize`` (default: on GPU only, where it is
-faster; on CPU Paddle's ops on a batch cost more than the workers' per-image lookup) turns it
-on or off.
+float16 with ``output_fp16``. On CPU the batch goes through the same table with numpy/OpenCV
+(Paddle's CPU gather is ~20x slower). ``Global.device_normalize: False`` keeps the op in the
+workers (float32 batches); uint8 batches are faster on CPU too (docs/benchmarks.md).
 """
 
 import numpy as np
@@ -61,6 +61,12 @@ class DeviceNormalize:
     def __call__(self, images):
         if isinstance(images, np.ndarray):
             images = paddle.to_tensor(images)
+        if images.place.is_cpu_place():  # Paddle's CPU gather is ~20x slower than a numpy lookup
+            return paddle.to_tensor(self.lookup(images.numpy()), place=images.place)
+        return self.gather(images)
+
+    def gather(self, images):
+        """The op on a uint8 paddle batch, as one gather on its device (the GPU path)."""
         flat, offsets = self._on(images.place)
         index = images.astype("int32") + offsets
         out = paddle.gather(flat, index.flatten()).reshape(images.shape)
@@ -68,6 +74,24 @@ class DeviceNormalize:
             out = out.astype("float16")
         if self.op.channel_num == 4:
             out = paddle.concat([out, paddle.zeros_like(out[:, :1])], axis=1)
+        return out
+
+    def lookup(self, batch):
+        """The op on a numpy uint8 batch [N, 3, H, W], per channel plane (OpenCV's LUT when
+        installed)."""
+        from .preprocess.ops import _import_cv2
+
+        cv2 = _import_cv2()
+        n, _, h, w = batch.shape
+        out = np.empty((n, 4 if self.op.channel_num == 4 else 3, h, w), self.table.dtype)
+        for c in range(3):
+            plane = np.ascontiguousarray(batch[:, c]).reshape(n * h, w)
+            if cv2 is not None and self.table.dtype == np.float32:
+                out[:, c] = cv2.LUT(plane, self.table[:, c].reshape(1, 256)).reshape(n, h, w)
+            else:
+                out[:, c] = self.table[:, c][plane].reshape(n, h, w)
+        if self.op.channel_num == 4:
+            out[:, 3] = 0
         return out
 
     def __repr__(self):

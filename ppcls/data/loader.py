@@ -375,16 +375,6 @@ def _class_num(config):
     return 1000, "the model's class_num (default, Arch.class_num not set)"
 
 
-def device_normalize(config, device):
-    """``Global.device_normalize``; null (the default): on a GPU only. There a uint8 batch is a
-    quarter of the bytes to copy and the lookup costs nothing; on CPU Paddle's ops on a whole
-    batch are slower than the workers' per-image lookup (docs/benchmarks.md)."""
-    value = global_value(config, "device_normalize")
-    if value is None:
-        return str(_places(device) or "cpu").startswith("gpu")
-    return bool(value)
-
-
 def build_dataloader(config, mode, device="cpu", seed=None):
     """The loader for ``config["DataLoader"][mode]`` (mode ``Train`` or ``Eval``).
 
@@ -420,7 +410,7 @@ def build_dataloader(config, mode, device="cpu", seed=None):
     dataset = build(ds_cfg, DATASETS, f"{where}.dataset", class_num=class_num,
                     class_num_key=class_num_key, seed=seed, where=f"{where}.dataset",
                     fast_reader=global_value(config, "fast_reader"),
-                    device_normalize=device_normalize(config, device))
+                    device_normalize=global_value(config, "device_normalize"))
 
     sampler = build_sampler(section["sampler"], dataset, mode, where)
 
