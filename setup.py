@@ -8,5 +8,5 @@ setup(
     package_data={"ppcls": ["configs/**/*.yaml", "utils/*.txt", "ops/fast_cpu/csrc/*.cc"]},
     include_package_data=True,
     python_requires=">=3.9",
-    install_requires=["numpy", "pyyaml", "pillow", "tqdm"],
+    install_requires=["numpy", "pyyaml", "pillow", "simplejpeg", "tqdm"],
 )

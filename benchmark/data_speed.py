@@ -1,95 +1,190 @@
-"""Data pipeline speed: images per second per worker for the ImageNet train transforms.
+"""The training reader's speed: ours next to upstream PaddleClas and the decode floor, then
+through the DataLoader with 0, 1 and 2 workers, with uint8 and float32 batches.
 
-    python benchmark/data_speed.py                  # 96 JPEGs, 3 repeats
-    python benchmark/data_speed.py --images 200 --config ppcls/configs/ImageNet/MobileNeXt/MobileNeXt_100.yaml
+    python benchmark/data_speed.py                              # the seed's MobileNeXt_100.yaml
+    python benchmark/data_speed.py --config ../shared/fixtures/paddleclas/upstream/ResNet50.yaml
+    python benchmark/data_speed.py --skip-loader --images 256   # per-sample numbers only
 
-Writes --images ImageNet-sized JPEGs (sizes drawn around ImageNet's typical 500x375 /
-375x500, quality 90, smooth random content so files are realistically sized) to a temporary
-folder, then runs DataLoader.Train.dataset.transform_ops of the config (default: the
-published MobileNeXt recipe: decode, RandCropImage 224 with random interpolation,
-RandFlipImage, ColorJitter, NormalizeImage, ToCHWImage) over every file in one process,
-which is what one DataLoader worker does. Reported per stage (decode alone, the full
-pipeline) and per op, median over the repeats. A training step of the fast CPU path at
-batch 32 needs 32 / step-seconds images per second; divide by this number for the workers
-that keeps it fed.
+Images: ../shared/bench's ImageNet-size JPEGs (made once in --image-dir by
+``reader_bench.py make``: short side 333-500, quality 75-95). Every figure is one process, one
+thread (OMP_NUM_THREADS=1, OpenCV 1 thread), median of --repeats alternating passes:
+
+1. per sample, ``ImageNetDataset(**DataLoader.Train.dataset keys)[i]`` (what
+   ../shared/bench/reader_vs_upstream.sh times): ours (the fast reader), ours with
+   ``fast_reader=False`` (the ops one by one, as before issue 17), upstream PaddleClas (through
+   ../shared/bench/reader_bench.py in its own venv, when $UPSTREAM and $UPSTREAM_VENV exist) and the
+   decode floors (a full decode with PIL, and with simplejpeg, alone);
+2. the loader (``build_dataloader``, batch --batch-size, CPU): images/s with 0, 1 and 2
+   workers, with uint8 batches normalised after the loader (``Global.device_normalize``, the
+   default) and with float32 batches normalised in the workers; "overhead" is the share of a
+   worker's time spent outside making samples (collate, pickling the batch to the main process,
+   the queue), from the 1-worker figure against the per-sample one.
 """
 
 import argparse
 import os
+import subprocess
 import sys
-import tempfile
 import time
 
 from common import header, median, print_table
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RECIPE = os.path.join(ROOT, "ppcls", "configs", "ImageNet", "MobileNeXt", "MobileNeXt_100.yaml")
+SHARED = os.path.join(ROOT, "..", "shared")
+SEED = os.path.join(SHARED, "fixtures", "paddleclas", "seed", "MobileNeXt_100.yaml")
+BENCH = os.path.join(SHARED, "bench", "reader_bench.py")
 
 
-def write_jpegs(folder, count, seed=0):
+def dataset_keys(config, image_dir):
+    import yaml
+
+    with open(config) as f:
+        keys = dict(yaml.safe_load(f)["DataLoader"]["Train"]["dataset"])
+    keys.pop("name")
+    keys["image_root"], keys["cls_label_path"] = image_dir, os.path.join(image_dir, "train_list.txt")
+    return keys
+
+
+def per_sample(dataset, n):
+    for i in range(8):
+        dataset[i % len(dataset)]
+    start = time.perf_counter()
+    for i in range(n):
+        dataset[i % len(dataset)]
+    return n / (time.perf_counter() - start)
+
+
+def decode_floor(image_dir, n, how):
     import numpy as np
     from PIL import Image
 
-    rng = np.random.default_rng(seed)
-    paths, sizes = [], []
-    for i in range(count):
-        w, h = (500, 375) if rng.random() < 0.7 else (375, 500)
-        scale = rng.uniform(0.8, 1.2)
-        w, h = int(w * scale), int(h * scale)
-        # Smooth content: low-resolution noise upsampled, plus a little fine noise.
-        base = rng.integers(0, 256, (h // 16 + 1, w // 16 + 1, 3), dtype=np.uint8)
-        img = Image.fromarray(base).resize((w, h), Image.BICUBIC)
-        arr = np.asarray(img, dtype=np.int16) + rng.integers(-24, 25, (h, w, 3))
-        path = os.path.join(folder, f"{i:04d}.jpg")
-        Image.fromarray(arr.clip(0, 255).astype(np.uint8)).save(path, quality=90)
-        paths.append(path)
-        sizes.append(os.path.getsize(path))
-    return paths, sizes
+    names = [line.split()[0] for line in open(os.path.join(image_dir, "train_list.txt"))]
+    datas = [open(os.path.join(image_dir, name), "rb").read() for name in names[:n]]
+    if how == "simplejpeg":
+        import simplejpeg
+
+        decode = simplejpeg.decode_jpeg
+    else:
+        import io
+
+        def decode(data):
+            return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    start = time.perf_counter()
+    for data in datas:
+        decode(data)
+    return len(datas) / (time.perf_counter() - start)
+
+
+def upstream(config, image_dir, n):
+    """Upstream PaddleClas's img/s (its own venv, as reader_vs_upstream.sh runs it), or None."""
+    repo = os.environ.get("UPSTREAM", "/tmp/paddleclas-upstream")
+    python = os.path.join(os.environ.get("UPSTREAM_VENV", "/tmp/paddleclas-upstream-venv"), "bin", "python")
+    if not (os.path.isdir(os.path.join(repo, "ppcls")) and os.path.isfile(python)):
+        return None
+    run = subprocess.run([python, BENCH, "one", repo, os.path.abspath(config), image_dir, str(n)],
+                         capture_output=True, text=True, cwd="/tmp", env=dict(os.environ, OMP_NUM_THREADS="1"))
+    try:
+        return float(run.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return None
+
+
+def loader_speed(config, image_dir, workers, device_normalize, batch_size, batches):
+    from ppcls.data import build_dataloader
+    from ppcls.utils.config import get_config
+
+    cfg = get_config(config, show=False)
+    cfg["Global"] = {"seed": 0, "device_normalize": device_normalize}
+    cfg["Arch"] = {"name": "MobileNeXt_x1_0", "class_num": 10}
+    train = cfg["DataLoader"]["Train"]
+    # one pass long enough for every timed batch: a new pass starts new worker processes
+    lines = open(os.path.join(image_dir, "train_list.txt")).read().split()
+    pairs = [f"{lines[i]} {lines[i + 1]}" for i in range(0, len(lines), 2)]
+    repeat = -(-(batches + 2) * batch_size // len(pairs))
+    list_file = os.path.join(image_dir, f"loader_list_{repeat}.txt")
+    with open(list_file, "w") as f:
+        f.write("\n".join(pairs * repeat) + "\n")
+    train["dataset"].update(image_root=image_dir, cls_label_path=list_file)
+    train["sampler"] = {"name": "DistributedBatchSampler", "batch_size": batch_size, "drop_last": True,
+                        "shuffle": True}
+    train["loader"] = {"num_workers": workers, "use_shared_memory": True}
+    loader = build_dataloader(cfg, "Train", device="cpu")
+    seen, start = 0, None
+    for images, _, _ in loader:
+        if start is None:  # the first batch (worker start-up) is not timed
+            start = time.perf_counter()
+            continue
+        seen += int(images.shape[0])
+        if seen >= batches * batch_size:
+            break
+    return seen / (time.perf_counter() - start), str(images.dtype)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--images", type=int, default=96)
+    parser.add_argument("--config", default=SEED)
+    parser.add_argument("--image-dir", default=os.environ.get("READER_IMAGES", "/tmp/reader-bench-images"))
+    parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--config", default=RECIPE)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batches", type=int, default=8, help="timed batches per loader run")
+    parser.add_argument("--skip-loader", action="store_true")
+    parser.add_argument("--skip-upstream", action="store_true")
     args = parser.parse_args(argv)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    try:
+        import cv2
 
-    import numpy as np
-
-    from ppcls.data.preprocess import create_operators
-    from ppcls.utils.config import get_config
+        cv2.setNumThreads(1)
+    except ImportError:
+        pass
+    from ppcls.data.dataset import ImageNetDataset
 
     print("\n".join(header("benchmark/data_speed.py " + " ".join(argv or sys.argv[1:]),
-                           ("paddle", "PIL", "numpy", "cv2"))))
-    op_list = get_config(args.config, show=False)["DataLoader"]["Train"]["dataset"]["transform_ops"]
-    ops = create_operators(op_list, where="DataLoader.Train.dataset.transform_ops")
-    names = [next(iter(op)) for op in op_list]
-    with tempfile.TemporaryDirectory() as tmp:
-        paths, sizes = write_jpegs(tmp, args.images)
-        print(f"# {len(paths)} JPEGs, mean {np.mean(sizes) / 1024:.0f} KiB; ops: {' -> '.join(names)}")
-        rng = np.random.default_rng(0)
-        per_op = {name: [] for name in names}
-        totals = []
-        for _ in range(args.repeats):
-            spent = dict.fromkeys(names, 0.0)
-            start = time.perf_counter()
-            for path in paths:
-                with open(path, "rb") as f:
-                    data = f.read()  # the worker's file read, counted in DecodeImage's share
-                t0 = time.perf_counter()
-                for name, op in zip(names, ops):
-                    data = op(data, rng=rng)
-                    t1 = time.perf_counter()
-                    spent[name] += t1 - t0
-                    t0 = t1
-            totals.append(len(paths) / (time.perf_counter() - start))
-            for name in names:
-                per_op[name].append(1000 * spent[name] / len(paths))
-        rows = [[name, f"{median(v):.2f}", f"{median(v) / sum(median(w) for w in per_op.values()):.0%}"]
-                for name, v in per_op.items()]
-        print_table(["op", "ms/image (median)", "share"], rows)
-        print(f"\nfull pipeline, one worker: {median(totals):.1f} images/s "
-              f"(repeats: {', '.join(f'{t:.1f}' for t in totals)})")
+                           ("paddle", "PIL", "numpy", "cv2", "simplejpeg"))))
+    if not os.path.isfile(os.path.join(args.image_dir, "train_list.txt")):
+        subprocess.run([sys.executable, BENCH, "make", args.image_dir, "256"], check=True)
+    keys = dataset_keys(args.config, args.image_dir)
+    ours = ImageNetDataset(**keys, class_num=10)
+    before = ImageNetDataset(**keys, class_num=10, fast_reader=False)
+    runs = {"ours (fast reader)": [], "ours, fast_reader=False": [], "upstream PaddleClas": [],
+            "decode floor: PIL full decode": [], "decode floor: simplejpeg full decode": []}
+    for _ in range(args.repeats):
+        runs["ours (fast reader)"].append(per_sample(ours, args.images))
+        runs["ours, fast_reader=False"].append(per_sample(before, args.images))
+        if not args.skip_upstream:
+            up = upstream(args.config, args.image_dir, args.images)
+            if up is not None:
+                runs["upstream PaddleClas"].append(up)
+        runs["decode floor: PIL full decode"].append(decode_floor(args.image_dir, args.images, "pil"))
+        try:
+            runs["decode floor: simplejpeg full decode"].append(decode_floor(args.image_dir, args.images, "simplejpeg"))
+        except ImportError:
+            pass
+    base = median(runs["upstream PaddleClas"]) if runs["upstream PaddleClas"] else None
+    rows = [[name, f"{median(v):.0f}", f"{median(v) / base:.2f}x" if base else "-",
+             ", ".join(f"{x:.0f}" for x in v)] for name, v in runs.items() if v]
+    print(f"\n# per sample, {os.path.basename(args.config)}, {args.images} images, one thread")
+    print_table(["reader", "img/s (median)", "vs upstream", "runs"], rows)
+
+    if args.skip_loader:
+        return
+    sample = median(runs["ours (fast reader)"])
+    rows = []
+    for workers in (0, 1, 2):
+        for device_normalize in (True, False):
+            speeds = []
+            for _ in range(args.repeats):
+                speed, dtype = loader_speed(args.config, args.image_dir, workers, device_normalize,
+                                            args.batch_size, args.batches)
+                speeds.append(speed)
+            speed = median(speeds)
+            overhead = f"{1 - speed / sample:.0%}" if workers == 1 else "-"
+            rows.append([workers, "uint8 (device normalise)" if device_normalize else "float32",
+                         f"{speed:.0f}", overhead, ", ".join(f"{x:.0f}" for x in speeds)])
+    print(f"\n# the loader, batch {args.batch_size}, CPU (batches as paddle tensors; uint8 ones normalised "
+          "after the loader)")
+    print_table(["workers", "batches", "img/s (median)", "overhead vs per sample", "runs"], rows)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"# load average {load:.2f} at end")
 

@@ -39,7 +39,8 @@ from ppcls.utils.errors import ConfigError, DataError
 from ppcls.utils.registry import Registry
 
 from .preprocess import ImageDecodeError, create_operators, transform
-from .preprocess.ops import ToCHWImage
+from .preprocess.fastread import fuse_reader_ops
+from .preprocess.ops import NormalizeImage, ToCHWImage
 
 DATASETS = Registry("dataset", listing="known")
 
@@ -165,11 +166,21 @@ class ImageNetDataset(paddle.io.Dataset):
     """Config keys: ``image_root``, ``cls_label_path``, ``transform_ops``, ``delimiter``
     (default: any whitespace; the path may contain spaces, the label is the last field),
     ``relabel`` (see the module docstring).
-    The keyword-only arguments are set by ``build_dataloader`` from the rest of the config."""
+    The keyword-only arguments are set by ``build_dataloader`` from the rest of the config.
+
+    The training reader (README, "The training reader"): ``fast_reader`` (``Global.fast_reader``)
+    runs a ``DecodeImage`` + ``RandCropImage`` pair as one step: the box from the JPEG header,
+    the decode at the smallest DCT scale the box allows, one crop+resize
+    (``ppcls.data.preprocess.fastread``); ``device_normalize``
+    (``Global.device_normalize``) leaves a final ``NormalizeImage`` to the loader, which runs it
+    on the batch on the device (``ppcls.data.device_normalize``): ``dataset[i]`` is then a
+    ``uint8`` ``[3, H, W]`` image and ``dataset.normalize`` the op that makes it what the model
+    takes (None when the ops normalise the image themselves). ``build_dataloader`` passes both
+    from ``Global`` (both default True there); built directly, the dataset normalises itself."""
 
     def __init__(self, image_root, cls_label_path, transform_ops=None, delimiter=None,
                  relabel=False, *, class_num=None, class_num_key="Arch.class_num", seed=0,
-                 where="dataset"):
+                 where="dataset", fast_reader=True, device_normalize=False):
         super().__init__()
         if not isinstance(relabel, bool):
             raise ConfigError(f"config key '{where}.relabel' expects true/false, got {relabel!r}")
@@ -177,8 +188,9 @@ class ImageNetDataset(paddle.io.Dataset):
         self.cls_label_path = cls_label_path
         self.transform_ops = transform_ops
         self.where = where
+        self.fast_reader = bool(fast_reader)
+        self.device_normalize = bool(device_normalize)
         self.ops = create_operators(transform_ops, where=f"{where}.transform_ops")
-        self.to_chw = chw_step(self.ops)
         self.images, self.labels, self.line_nos = read_list_file(
             cls_label_path, image_root, delimiter, class_num, class_num_key, any_label=relabel)
         self.label_map = None
@@ -192,6 +204,32 @@ class ImageNetDataset(paddle.io.Dataset):
         self.seed = seed
         self.epoch = 0
 
+    @property
+    def ops(self):
+        """The transform ops as configured (setting them rebuilds the steps ``__getitem__`` runs)."""
+        return self._ops
+
+    @ops.setter
+    def ops(self, ops):
+        self._ops = list(ops)
+        self.steps, self.normalize, self.to_chw = self.plan(self._ops)
+
+    def plan(self, ops):
+        """(the steps ``__getitem__`` runs for ``ops``, the batch ``DeviceNormalize`` or None,
+        the [C, H, W] step after them or None)."""
+        from .device_normalize import DeviceNormalize, split_normalize
+
+        to_chw, normalize = chw_step(ops), None
+        if self.device_normalize:
+            ops, op = split_normalize(ops)
+            normalize = DeviceNormalize(op) if op is not None else None
+        if not self.fast_reader:
+            return list(ops), normalize, to_chw
+        steps = fuse_reader_ops(ops)
+        if to_chw is not None and steps and type(steps[-1]) is NormalizeImage and not steps[-1].chw:
+            steps[-1], to_chw = steps[-1].to_chw, None  # normalise and make [C, H, W] in one step
+        return steps, normalize, to_chw
+
     def set_epoch(self, epoch):
         """The epoch used for plain integer indices (the sampler passes its own)."""
         self.epoch = int(epoch)
@@ -203,22 +241,26 @@ class ImageNetDataset(paddle.io.Dataset):
         return f"{self.images[index]} (line {self.line_nos[index]} of {self.cls_label_path})"
 
     def ops_for(self, size):
-        """The transform ops for a key's ``size`` (None: the configured ones)."""
+        """The steps (the fused ops) for a key's ``size`` (None: the configured ones)."""
         if size is not None:
             raise ConfigError(f"{self.where}: a sampler chose the image size {tuple(size)}, which "
                             f"{type(self).__name__} cannot apply (MultiScaleSampler needs "
                             "MultiScaleDataset)")
-        return self.ops
+        return self.steps
 
     def __getitem__(self, key):
         index, epoch, repeat, size = split_key(key, self.epoch)
         index = int(index)
         rng = sample_rng(self.seed, epoch, index, repeat)
-        ops = self.ops_for(size)
+        steps = self.ops_for(size)
         try:
-            img = transform(self.images[index], ops, rng)
+            img = transform(self.images[index], steps, rng)
             if self.to_chw is not None:
                 img = self.to_chw(img)
+            if self.normalize is not None and getattr(img, "dtype", None) != np.uint8:
+                raise DataError(f"expected a uint8 image before NormalizeImage (normalised on the "
+                                f"device), got {getattr(img, 'dtype', type(img).__name__)}; set "
+                                "Global.device_normalize: False")
         except DataError as err:
             reason = f"cannot decode image: {err.reason}" if isinstance(err, ImageDecodeError) else str(err)
             raise DataError(f"{self.describe(index)}: {reason}") from None
@@ -241,9 +283,10 @@ class MultiScaleDataset(ImageNetDataset):
 
     def __init__(self, image_root, cls_label_path, transform_ops=None, delimiter=None,
                  relabel=False, *, class_num=None, class_num_key="Arch.class_num", seed=0,
-                 where="dataset"):
+                 where="dataset", fast_reader=True, device_normalize=False):
         super().__init__(image_root, cls_label_path, transform_ops, delimiter, relabel,
-                         class_num=class_num, class_num_key=class_num_key, seed=seed, where=where)
+                         class_num=class_num, class_num_key=class_num_key, seed=seed, where=where,
+                         fast_reader=fast_reader, device_normalize=device_normalize)
         self.sized = [i for i, item in enumerate(transform_ops or [])
                       if isinstance(item, dict) and len(item) == 1 and next(iter(item)) in SIZED_OPS]
         if not self.sized:
@@ -254,7 +297,7 @@ class MultiScaleDataset(ImageNetDataset):
 
     def ops_for(self, size):
         if size is None:
-            return self.ops
+            return self.steps
         size = (int(size[0]), int(size[1]))
         if size not in self._ops_by_size:
             op_list = copy.deepcopy(self.transform_ops)
@@ -264,5 +307,6 @@ class MultiScaleDataset(ImageNetDataset):
                 params.pop("resize_short", None)
                 params["size"] = list(size)
                 op_list[i] = {name: params}
-            self._ops_by_size[size] = create_operators(op_list, where=f"{self.where}.transform_ops")
+            ops = create_operators(op_list, where=f"{self.where}.transform_ops")
+            self._ops_by_size[size] = self.plan(ops)[0]  # same list shape: same normalize
         return self._ops_by_size[size]

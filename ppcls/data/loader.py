@@ -1,6 +1,8 @@
 """``build_dataloader(config, mode)``: the ``DataLoader.<mode>`` section -> a ``paddle.io.DataLoader``.
 
-Batches are ``(images float32 [N, 3, H, W], labels int64 [N], indices)``: ``indices`` (numpy
+Batches are ``(images float32 [N, 3, H, W], labels int64 [N], indices)`` (the images are
+normalised on the batch's device when the dataset hands on uint8 images: ``Global.device_normalize``,
+see ``ppcls.data.device_normalize``): ``indices`` (numpy
 int64 [N]) are the dataset indices of the samples the batch holds (rank shards are padded by
 repeating samples; with them a multi-card eval counts each sample once, also when an image was
 skipped). The loader is an ``ImageDataLoader`` (a ``paddle.io.DataLoader``) that adds:
@@ -80,10 +82,16 @@ def collate_batch(items):
 
 
 def seed_worker(base_seed, rank, worker_id):
-    """``worker_init_fn``: seed Python's and numpy's global generators from (seed, rank, worker)."""
+    """``worker_init_fn``: seed Python's and numpy's global generators from (seed, rank, worker);
+    OpenCV (when installed) runs one thread per worker."""
     state = np.random.SeedSequence([base_seed, rank, worker_id]).generate_state(1)[0]
     random.seed(int(state))
     np.random.seed(int(state))
+    from .preprocess.ops import _import_cv2
+
+    cv2 = _import_cv2()
+    if cv2 is not None:  # the workers are the parallelism: one OpenCV thread each
+        cv2.setNumThreads(1)
 
 
 def _shutdown(batches, timeout=10):
@@ -244,6 +252,12 @@ class ImageDataLoader(paddle.io.DataLoader):
         self._passes = 0
 
     @property
+    def normalize(self):
+        """The dataset's deferred ``NormalizeImage`` (``ppcls.data.device_normalize``), run here
+        on each uint8 batch on its device; None when the dataset normalises its images."""
+        return getattr(self.dataset, "normalize", None)
+
+    @property
     def num_skipped(self):
         return len(self.skipped_images)
 
@@ -295,6 +309,9 @@ class ImageDataLoader(paddle.io.DataLoader):
                     self.epoch_skipped += 1
                     logger.warning(f"skipped unreadable image (Global.skip_bad_images): {message}")
             if not empty:
+                normalize = self.normalize
+                if normalize is not None and images.dtype == paddle.uint8:
+                    images = normalize(images)
                 if self.batch_ops:
                     images, labels = mix_batch(self, images, labels, batch_index)
                 yield images, labels, indices.numpy()
@@ -391,7 +408,9 @@ def build_dataloader(config, mode, device="cpu", seed=None):
     batch_ops = build_batch_ops(ds_cfg, config, f"{where}.dataset")
     class_num, class_num_key = _class_num(config)
     dataset = build(ds_cfg, DATASETS, f"{where}.dataset", class_num=class_num,
-                    class_num_key=class_num_key, seed=seed, where=f"{where}.dataset")
+                    class_num_key=class_num_key, seed=seed, where=f"{where}.dataset",
+                    fast_reader=global_value(config, "fast_reader"),
+                    device_normalize=global_value(config, "device_normalize"))
 
     sampler = build_sampler(section["sampler"], dataset, mode, where)
 

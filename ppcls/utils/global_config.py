@@ -38,6 +38,8 @@ GLOBAL = {
     "eval_mode": (_STR, "classification", "PaddleClas's eval mode (only classification)"),
     "class_num": (_INT, None, "number of classes (Arch.class_num wins)"),
     "skip_bad_images": (_BOOL, False, "drop undecodable images from their batch instead of stopping"),
+    "fast_reader": (_BOOL, True, "decode only what RandCropImage needs (JPEG DCT scaling, one crop+resize)"),
+    "device_normalize": (_BOOL, True, "uint8 batches; a final NormalizeImage runs on the batch, on its device"),
     "export_softmax": (_BOOL, True, "append a softmax to the exported model"),
     "export_onnx": (_BOOL, False, "also convert the export to inference.onnx"),
     "fast_cpu": (_BOOL, True, "own CPU kernels for the depthwise/1x1 convolutions on CPU"),

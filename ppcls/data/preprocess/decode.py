@@ -71,14 +71,16 @@ def _read(src, name):
     if isinstance(src, (bytes, bytearray, memoryview)):
         return bytes(src)
     path = os.fspath(src)
-    if not os.path.exists(path):
-        _fail(name, "file not found")
-    if os.path.isdir(path):
-        _fail(name, "is a directory, not an image file")
-    try:
+    try:  # no stat calls first: one open per image
         with open(path, "rb") as f:
             return f.read()
+    except FileNotFoundError:
+        _fail(name, "file not found")
+    except IsADirectoryError:
+        _fail(name, "is a directory, not an image file")
     except OSError as err:
+        if os.path.isdir(path):
+            _fail(name, "is a directory, not an image file")
         _fail(name, f"cannot read the file ({err.strerror or err})")
 
 

@@ -17,6 +17,7 @@ The image stays ``[H, W, C]`` through a dataset's list: as in PaddleClas, the da
 """
 
 import math
+import os
 
 import numpy as np
 from PIL import Image
@@ -102,12 +103,23 @@ def _hw(arr):
     return arr.shape[0], arr.shape[1]
 
 
+_CV2 = []  # [cv2 or None], once imported
+
+
 def _import_cv2():
-    try:
-        import cv2
-    except ImportError:
-        return None
-    return cv2
+    """OpenCV, or None when it is not installed. Its own thread pool follows OMP_NUM_THREADS when
+    that is set (OpenCV's pthreads pool ignores it; the reader's images are small, and the
+    DataLoader's parallelism is its worker processes: see ``ppcls.data.loader.seed_worker``)."""
+    if not _CV2:
+        try:
+            import cv2
+        except ImportError:
+            cv2 = None
+        threads = os.environ.get("OMP_NUM_THREADS", "").strip()
+        if cv2 is not None and threads.isdigit() and int(threads) > 0:
+            cv2.setNumThreads(int(threads))
+        _CV2.append(cv2)
+    return _CV2[0]
 
 
 def _check_bool(key, value):
@@ -371,15 +383,21 @@ class RandFlipImage:
         arr = _as_array(img)
         if _rng(rng).random() >= 0.5:
             return arr
+        cv2 = _import_cv2()
+        if cv2 is not None and arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[2] in (1, 3, 4):
+            return cv2.flip(np.ascontiguousarray(arr), self.flip_code).reshape(arr.shape)
         axes = {1: (1,), 0: (0,), -1: (0, 1)}[self.flip_code]
-        return np.ascontiguousarray(np.flip(arr, axis=axes))
+        return np.flip(arr, axis=axes)  # a view: the next copy (ColorJitter, [C, H, W]) pays for it
 
 
 @OPS.register
 class ColorJitter:
     """Random brightness, contrast, saturation (factors uniform in [max(0, 1 - x), 1 + x]) and hue
     (shift uniform in [-hue, hue], hue <= 0.5), applied in a random order with probability
-    ``prob``; the adjustments are paddle.vision's functional ops on PIL images."""
+    ``prob``; the adjustments are those of paddle.vision's functional ops on PIL images (PIL's
+    ``ImageEnhance``), on a uint8 RGB image computed as: brightness and contrast one lookup table
+    each (PIL's blend arithmetic on the 256 grey levels, so the same values), saturation one
+    blend with the grey image (PIL's arithmetic in float32), hue paddle.vision's ``adjust_hue``."""
 
     def __init__(self, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0, prob=1.0):
         self.factors = {}
@@ -395,24 +413,83 @@ class ColorJitter:
             raise ConfigError(f"key 'prob' expects a probability in [0, 1], got {prob!r}")
 
     def __call__(self, img, rng=None):
-        from paddle.vision.transforms import functional as F
-
         rng = _rng(rng)
         arr = _as_array(img)
         if self.prob < 1 and rng.random() >= self.prob:
             return arr
-        adjust = {"brightness": F.adjust_brightness, "contrast": F.adjust_contrast,
-                  "saturation": F.adjust_saturation, "hue": F.adjust_hue}
         names = list(self.factors)
-        pil = Image.fromarray(arr)
+        draws = []  # (adjustment, factor) in the random order; the draws as they always were
         for i in rng.permutation(len(names)):
             key = names[int(i)]
             x = self.factors[key]
             if x == 0:
                 continue
-            factor = rng.uniform(-x, x) if key == "hue" else rng.uniform(max(0.0, 1 - x), 1 + x)
+            draws.append((key, rng.uniform(-x, x) if key == "hue" else rng.uniform(max(0.0, 1 - x), 1 + x)))
+        if not draws:
+            return arr
+        if arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[2] == 3:
+            return jitter_uint8(arr, draws)
+        from paddle.vision.transforms import functional as F
+
+        adjust = {"brightness": F.adjust_brightness, "contrast": F.adjust_contrast,
+                  "saturation": F.adjust_saturation, "hue": F.adjust_hue}
+        pil = Image.fromarray(arr)
+        for key, factor in draws:
             pil = adjust[key](pil, factor)
         return np.asarray(pil)
+
+
+def _blend_lut(base, factor):
+    """PIL's ``Image.blend(constant base, image, factor)`` for every grey level, as a 256-entry
+    table: ``base + factor * (v - base)`` in float32, clipped, truncated (PIL's Blend.c)."""
+    levels = np.arange(256, dtype=np.float32)
+    base = np.float32(base)
+    return np.clip(base + np.float32(factor) * (levels - base), 0, 255).astype(np.uint8)
+
+
+# PIL's RGB -> L weights (ITU-R 601-2 in 16-bit fixed point): exact in float32, and so is every
+# weighted sum of 8-bit values (< 2^24), so float32 arithmetic gives PIL's grey values exactly.
+_GREY_WEIGHTS = np.array([19595, 38470, 7471], np.float32) / np.float32(65536)
+
+
+def _grey(rgb_f32):
+    """PIL's ``convert("L")`` of a float32 [H, W, 3] image with integer values, as float32 [H, W]."""
+    return np.floor(rgb_f32 @ _GREY_WEIGHTS + np.float32(0.5))
+
+
+def _apply_lut(arr, lut):
+    cv2 = _import_cv2()
+    return cv2.LUT(arr, lut) if cv2 is not None else lut[arr]
+
+
+def jitter_uint8(arr, draws):
+    """``ColorJitter``'s adjustments ``draws`` ((name, factor) in order) on a uint8 [H, W, 3] RGB
+    array with PIL ``ImageEnhance``'s arithmetic: ``Image.blend`` (float32
+    ``base + factor * (v - base)``, clipped, truncated) against black (brightness), the rounded
+    mean of the grey image (contrast) - a lookup table each - and the grey image (saturation)."""
+    arr = np.ascontiguousarray(arr)
+    for key, factor in draws:
+        if key == "brightness":
+            arr = _apply_lut(arr, _blend_lut(0, factor))
+        elif key == "contrast":
+            mean = int(_grey(arr.astype(np.float32)).mean(dtype=np.float64) + 0.5)  # ImageStat's, rounded
+            arr = _apply_lut(arr, _blend_lut(mean, factor))
+        elif key == "saturation":
+            rgb = arr.astype(np.float32)
+            grey = _grey(rgb)
+            cv2 = _import_cv2()  # the grey image on all three channels: same-shape arithmetic is faster
+            grey = cv2.merge([grey, grey, grey]) if cv2 is not None else np.repeat(grey[..., None], 3, axis=2)
+            np.subtract(rgb, grey, out=rgb)  # in place: grey + factor * (rgb - grey)
+            np.multiply(rgb, np.float32(factor), out=rgb)
+            np.add(rgb, grey, out=rgb)
+            if factor > 1:  # a blend within [0, 1] stays within 0..255
+                np.clip(rgb, 0, 255, out=rgb)
+            arr = rgb.astype(np.uint8)
+        else:
+            from paddle.vision.transforms import functional as F
+
+            arr = np.asarray(F.adjust_hue(Image.fromarray(arr), factor))
+    return arr
 
 
 @OPS.register
@@ -445,6 +522,15 @@ class NormalizeImage:
         self.output_fp16 = output_fp16
         self.channel_num = channel_num
 
+    def table(self):
+        """``[256, 3]``: the op's output for every uint8 value and channel, computed with the
+        same float32 arithmetic as for an image (so a lookup gives the same numbers)."""
+        if getattr(self, "_table", None) is None:
+            levels = np.arange(256, dtype=np.float32)[:, None]
+            out = (levels * np.float32(self.scale) - self.mean.reshape(1, 3)) / self.std.reshape(1, 3)
+            self._table = np.ascontiguousarray(out.astype(np.float16 if self.output_fp16 else np.float32))
+        return self._table
+
     def __call__(self, img, rng=None):
         arr = _as_array(img)
         axis = 0 if self.chw else 2
@@ -452,12 +538,38 @@ class NormalizeImage:
             layout = "[3, H, W] (order: chw)" if self.chw else "[H, W, 3] (order: '')"
             raise DataError(f"NormalizeImage expects an image of shape {layout}, got {arr.shape}; "
                             "check its 'order' key and where ToCHWImage stands")
+        if arr.dtype == np.uint8 and self.channel_num == 3:
+            return self._lookup(arr, axis)
         out = (arr.astype(np.float32) * np.float32(self.scale) - self.mean) / self.std
         if self.channel_num == 4:
             pad_shape = list(out.shape)
             pad_shape[axis] = 1
             out = np.concatenate([out, np.zeros(pad_shape, np.float32)], axis=axis)
         return out.astype(np.float16 if self.output_fp16 else np.float32)
+
+    def to_chw(self, img, rng=None):
+        """This op (``order: ''``) followed by the [H, W, C] -> [C, H, W] step, in one: a uint8
+        image is made channel-first first (a quarter of the bytes to move) and looked up per plane."""
+        arr = _as_array(img)
+        if self.chw or arr.dtype != np.uint8 or self.channel_num != 3 or arr.ndim != 3 or arr.shape[2] != 3:
+            return ToCHWImage()(self(arr))
+        return self._lookup(np.ascontiguousarray(arr.transpose(2, 0, 1)), 0)
+
+    def _lookup(self, arr, axis):
+        """A uint8 image through ``table()``: one lookup per value instead of float arithmetic."""
+        table = self.table()
+        cv2 = _import_cv2()
+        if cv2 is not None and axis == 2 and table.dtype == np.float32:
+            return cv2.LUT(np.ascontiguousarray(arr), table.reshape(1, 256, 3)).reshape(arr.shape)
+        out = np.empty(arr.shape, table.dtype)
+        if cv2 is not None and axis == 0 and table.dtype == np.float32:
+            for c in range(3):
+                out[c] = cv2.LUT(arr[c], table[:, c].reshape(1, 256))
+            return out
+        for c in range(3):
+            index = (slice(None),) * axis + (c,)
+            np.take(table[:, c], arr[index], out=out[index])
+        return out
 
 
 @OPS.register

@@ -1,0 +1,224 @@
+"""The fast training reader: ``DecodeImage`` + ``RandCropImage`` as one step that decodes only
+what the crop needs.
+
+``fuse_reader_ops(ops)`` replaces a ``DecodeImage`` (RGB, ``[H, W, C]``, numpy) followed by a
+``RandCropImage`` with one ``DecodeRandCrop``, which
+
+1. reads the JPEG header for the image size (no pixels decoded),
+2. draws the crop box with ``RandCropImage.box`` - the same generator calls as the two ops
+   unfused, so the same boxes for the same seed - and then the interpolation,
+3. decodes with libjpeg-turbo's DCT scaling (1/2, 1/4, 1/8) when the box is still at least the
+   target size after it, else at full size (simplejpeg's wheel bundles libjpeg-turbo; without
+   simplejpeg, PIL's ``Image.draft`` does the same scaling),
+4. crops the box out and resizes it to the target once, with the drawn bilinear or bicubic:
+   OpenCV's ``resize`` when OpenCV is installed (what PaddleClas's default ``backend: cv2``
+   uses), else PIL's ``resize(box=...)``. OpenCV's bilinear and bicubic do not antialias and
+   PIL's do, so a box that shrinks is first blurred by the Gaussian that makes up the
+   difference: the result is within one to two grey levels of PIL's on photos.
+
+Everything that is not a plain JPEG goes the unfused way, with the same pixels and the same
+errors as before: PNG and other formats, CMYK/YCCK JPEGs, JPEGs whose EXIF orientation is not 1
+(the crop box is drawn on the upright image), images over PIL's decompression-bomb limit, and
+data libjpeg-turbo calls damaged (PIL then decodes it or names the error, as before).
+
+Differences from the unfused ops (measured in tests/test_reader.py and docs/benchmarks.md): a
+DCT-scaled decode differs from a full decode averaged over the same blocks by JPEG rounding
+(mean absolute difference < 1 grey level), and the OpenCV resize differs from PIL's by one to
+two grey levels on average. ``Global.fast_reader: False`` (``ImageNetDataset(fast_reader=False)``) keeps the ops
+unfused.
+"""
+
+import io
+import os
+import threading
+
+import numpy as np
+from PIL import Image
+
+from .decode import _fail, _read
+from . import ops as _ops
+from .ops import DecodeImage, RandCropImage, _PIL_METHODS, _RANDOM_CHOICES, _rng
+
+try:  # a small wheel that bundles libjpeg-turbo (requirements.txt); PIL is the fallback
+    import simplejpeg
+except ImportError:  # pragma: no cover - depends on the environment
+    simplejpeg = None
+
+_BUFFERS = threading.local()  # each thread's reusable decode buffer (no page faults per image)
+_DCT_FACTORS = (8, 4, 2)  # libjpeg-turbo's power-of-two DCT scalings, largest first
+_EXIF_ORIENTATION = 0x0112
+
+
+def jpeg_size(data):
+    """``(height, width)`` of a JPEG the fast path can decode (baseline or progressive, YCbCr,
+    RGB or grey, upright), from its header alone; ``None`` for anything else."""
+    if data[:3] != b"\xff\xd8\xff":
+        return None
+    if data.find(b"Exif\x00\x00", 0, 65536) >= 0 and _exif_orientation(data) != 1:
+        return None
+    if simplejpeg is not None:
+        try:
+            h, w, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+        except ValueError:
+            return None
+        if colorspace not in ("YCbCr", "Gray", "RGB"):
+            return None
+    else:
+        try:
+            img = Image.open(io.BytesIO(data))
+        except Exception:  # noqa: BLE001 - PIL will name the problem on the unfused path
+            return None
+        if img.format != "JPEG" or img.mode not in ("RGB", "L"):
+            return None
+        w, h = img.size
+    limit = Image.MAX_IMAGE_PIXELS
+    if h <= 0 or w <= 0 or (limit is not None and w * h > limit):
+        return None
+    return h, w
+
+
+def _exif_orientation(data):
+    try:
+        return Image.open(io.BytesIO(data)).getexif().get(_EXIF_ORIENTATION, 1)
+    except Exception:  # noqa: BLE001 - unreadable EXIF: let the unfused path decide
+        return None
+
+
+def dct_factor(box, size):
+    """The largest of 8, 4, 2 that leaves the ``box`` (left, top, right, bottom) at least
+    ``size`` (w, h) after dividing by it; 1 when none does."""
+    bw, bh = box[2] - box[0], box[3] - box[1]
+    for k in _DCT_FACTORS:
+        if bw // k >= size[0] and bh // k >= size[1]:
+            return k
+    return 1
+
+
+def decode_jpeg_scaled(data, h, w, k):
+    """The RGB ``uint8`` pixels of a JPEG of ``h`` x ``w`` decoded at about 1/``k`` of its size
+    (``ceil(h / k)`` x ``ceil(w / k)``). Raises ``ValueError``/``OSError`` on damaged data.
+    With simplejpeg the array is a view of this thread's decode buffer, valid until the thread's
+    next call (the fused op resizes it into a new array at once)."""
+    if simplejpeg is not None:
+        oh, ow = -(-h // k), -(-w // k)
+        buf = getattr(_BUFFERS, "pixels", None)
+        if buf is None or buf.size < oh * ow * 3:  # one buffer per thread, grown as needed
+            buf = _BUFFERS.pixels = np.empty(max(oh * ow * 3, 1 << 20), np.uint8)
+        if k == 1:
+            return simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=buf)
+        return simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=oh, min_width=ow, buffer=buf)
+    img = Image.open(io.BytesIO(data))
+    if k > 1:
+        img.draft("RGB", (w // k, h // k))  # PIL picks the scale from floor(size / requested)
+    img.load()
+    return np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
+
+
+def resize_box(arr, box, size, method):
+    """``arr`` cropped to ``box`` (left, top, right, bottom; floats allowed) and resized to
+    ``size`` (w, h) in one step; ``method`` is bilinear or bicubic (see the module docstring)."""
+    cv2 = _ops._import_cv2()
+    if cv2 is None:
+        return np.asarray(Image.fromarray(arr).resize(size, _PIL_METHODS[method], box=box))
+    h, w = arr.shape[:2]
+    left, top = min(max(0, int(round(box[0]))), w - 1), min(max(0, int(round(box[1]))), h - 1)
+    right, bottom = max(left + 1, min(w, int(round(box[2])))), max(top + 1, min(h, int(round(box[3]))))
+    region = arr[top:bottom, left:right]
+    # PIL widens its filter by the shrink ratio r (antialiasing); OpenCV samples the source.
+    # A Gaussian of variance (r^2 - 1) / 6 before the resize makes up the difference.
+    sx, sy = (max(0.0, (n / t) ** 2 - 1) ** 0.5 / 2.45 for n, t in zip(region.shape[1::-1], size))
+    if sx > 0.35 or sy > 0.35:  # below a shrink of about 1.35 the difference is small (< 2 grey levels)
+        region = cv2.GaussianBlur(region, (0, 0), sigmaX=max(sx, 0.01), sigmaY=max(sy, 0.01))
+    flag = cv2.INTER_CUBIC if method == "bicubic" else cv2.INTER_LINEAR
+    return cv2.resize(region, size, interpolation=flag)
+
+
+class DecodeRandCrop:
+    """``DecodeImage`` then ``RandCropImage`` in one step (see the module docstring). Takes what
+    ``DecodeImage`` takes; an array or PIL image goes through the two ops unfused."""
+
+    chw_output = False
+
+    def __init__(self, decode, crop):
+        self.decode, self.crop = decode, crop
+
+    def __call__(self, src, rng=None):
+        if isinstance(src, (bytes, bytearray, memoryview, str, os.PathLike)):
+            name = "<bytes>" if isinstance(src, (bytes, bytearray, memoryview)) else os.fspath(src)
+            data = _read(src, name)
+            if not data:
+                _fail(name, "empty file (0 bytes)")
+            hw = jpeg_size(data)
+            if hw is not None:
+                return self._fast(src, data, hw, _rng(rng))
+        return self.crop(self.decode(src), rng)
+
+    def plan(self, h, w, rng):
+        """(box, interpolation, DCT factor) for an ``h`` x ``w`` image: the box and the
+        interpolation drawn with RandCropImage's generator calls, in its order."""
+        crop = self.crop
+        box = crop.box(h, w, rng)
+        method = crop.resizer.interpolation
+        if method == "random":  # the draw _Resizer makes, in the same place
+            method = _RANDOM_CHOICES[int(rng.random() * len(_RANDOM_CHOICES))]
+        return box, method, dct_factor(box, crop.size)
+
+    def _fast(self, src, data, hw, rng):
+        h, w = hw
+        crop = self.crop
+        box, method, k = self.plan(h, w, rng)
+        try:
+            arr = decode_jpeg_scaled(data, h, w, k)
+        except (ValueError, OSError, SyntaxError):
+            arr = None
+        if arr is None or arr.ndim != 3 or arr.shape[2] != 3:
+            k, arr = 1, self.decode(src)  # damaged for libjpeg-turbo: PIL decodes it or names the error
+            if arr.shape[:2] != (h, w):  # pragma: no cover - a header that lies about the size
+                return self.crop(arr, rng)
+        if k == 1:
+            scaled = box
+        else:
+            sx, sy = arr.shape[1] / w, arr.shape[0] / h
+            scaled = (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
+        if crop.resizer.backend == "pil" and method in ("bilinear", "bicubic"):
+            return resize_box(arr, scaled, crop.size, method)
+        return self._unfused_resize(arr, scaled, method)
+
+    def _unfused_resize(self, arr, box, method):
+        """The configured backend's own resize (other interpolations, ``backend: cv2``)."""
+        resizer = self.crop.resizer
+        box = tuple(int(round(v)) for v in box)
+        if resizer.backend == "pil":
+            return np.asarray(Image.fromarray(arr).resize(self.crop.size, _PIL_METHODS[method], box=box))
+        cv2 = _ops._import_cv2()
+        flag = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA,
+                "bicubic": cv2.INTER_CUBIC, "lanczos": cv2.INTER_LANCZOS4}[method]
+        region = arr[box[1]:box[3], box[0]:box[2]]
+        return cv2.resize(np.ascontiguousarray(region), self.crop.size, interpolation=flag)
+
+
+def fusable(decode, crop):
+    return (type(decode) is DecodeImage and type(crop) is RandCropImage and decode.to_np
+            and decode.to_rgb and not decode.channel_first)
+
+
+def fuse_reader_ops(ops):
+    """``ops`` with each fusable ``DecodeImage`` + ``RandCropImage`` pair as one ``DecodeRandCrop``."""
+    out, i = [], 0
+    while i < len(ops):
+        if i + 1 < len(ops) and fusable(ops[i], ops[i + 1]):
+            out.append(DecodeRandCrop(ops[i], ops[i + 1]))
+            i += 2
+        else:
+            out.append(ops[i])
+            i += 1
+    return out
+
+
+def unfused(ops):
+    """The op list as configured (each ``DecodeRandCrop`` back as its two ops)."""
+    out = []
+    for op in ops:
+        out.extend([op.decode, op.crop] if isinstance(op, DecodeRandCrop) else [op])
+    return out
+

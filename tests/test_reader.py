@@ -1,0 +1,327 @@
+"""The training reader (issue 17): the fused decode + random crop draws the same boxes as
+RandCropImage, DCT-scaled decoding stays within JPEG rounding of a full decode, ColorJitter on
+uint8 matches paddle.vision / PIL, NormalizeImage on the device gives the same training step,
+and the odd and broken images behave as they did. Small arrays and images only."""
+
+import io
+
+import numpy as np
+import paddle
+import pytest
+from PIL import Image
+
+from ppcls.data import build_dataloader
+from ppcls.data.dataset import ImageNetDataset
+from ppcls.data.device_normalize import DeviceNormalize, split_normalize
+from ppcls.data.preprocess import create_operators, decode_image, fastread, ops
+from ppcls.utils.errors import DataError
+
+MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+SEED_TRAIN_OPS = [  # the seed's MobileNeXt_100.yaml train list, at a small size
+    {"DecodeImage": {"to_rgb": True, "channel_first": False, "backend": "pil"}},
+    {"RandCropImage": {"size": 32, "interpolation": "random", "backend": "pil"}},
+    {"RandFlipImage": {"flip_code": 1}},
+    {"ColorJitter": {"brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "hue": 0}},
+    {"NormalizeImage": {"scale": "1.0/255.0", "mean": MEAN, "std": STD, "order": ""}}]
+
+
+def photo(h, w, seed=0):
+    """A smooth picture with some detail (so resampling methods differ a little)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = np.stack([xx * 255 // max(w - 1, 1), yy * 255 // max(h - 1, 1), (xx * 3 + yy) % 256], -1)
+    return np.clip(base + rng.integers(0, 40, (h, w, 3)), 0, 255).astype(np.uint8)
+
+
+def jpeg(arr_or_img, **kw):
+    img = arr_or_img if isinstance(arr_or_img, Image.Image) else Image.fromarray(arr_or_img)
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=kw.pop("quality", 92), **kw)
+    return buf.getvalue()
+
+
+def fused_pair(size=32, interpolation="random"):
+    decode, crop = create_operators([{"DecodeImage": None},
+                                     {"RandCropImage": {"size": size, "interpolation": interpolation}}])
+    return fastread.DecodeRandCrop(decode, crop), decode, crop
+
+
+# ---------------------------------------------------------------- crop boxes
+
+def test_reader_draws_the_same_crop_boxes_as_randcropimage():
+    """2,000 draws: the fused op's plan (box, interpolation) uses the same generator calls as
+    RandCropImage, so the same seed gives the same boxes and leaves the generator in the same state."""
+    fused, _, crop = fused_pair(224)
+    sizes = [(375, 500), (500, 333), (224, 224), (120, 900), (1200, 800)]
+    old_rng, new_rng = np.random.default_rng(7), np.random.default_rng(7)
+    boxes = set()
+    for i in range(2000):
+        h, w = sizes[i % len(sizes)]
+        old_box = crop.box(h, w, old_rng)
+        old_method = ("bilinear", "bicubic")[int(old_rng.random() * 2)]  # RandCropImage's resizer draw
+        box, method, _ = fused.plan(h, w, new_rng)
+        assert (box, method) == (old_box, old_method)
+        boxes.add(box)
+    assert old_rng.random() == new_rng.random()
+    assert len(boxes) > 1500  # the draws are random, not a few boxes
+
+
+@pytest.fixture(scope="module")
+def natural():
+    """scikit-learn's two sample photos (427 x 640), as JPEG bytes at quality 90."""
+    from sklearn.datasets import load_sample_images
+
+    return [jpeg(arr, quality=90) for arr in load_sample_images().images]
+
+
+def test_reader_output_is_the_planned_box_of_the_full_image(natural):
+    """The fused op's image is the planned box of the decoded JPEG resized to the target: within
+    a grey level of PIL's resize of that box when the box is not larger than the target, and
+    within two when it shrinks (OpenCV's resize after a blur that stands in for PIL's wider filter)."""
+    data = natural[0]
+    full = decode_image(data)
+    fused, _, _ = fused_pair(224, "bilinear")
+    sizes = set()
+    for seed in range(12):
+        out = fused(data, np.random.default_rng(seed))
+        box, _, k = fused.plan(427, 640, np.random.default_rng(seed))
+        ref = np.asarray(Image.fromarray(full).resize((224, 224), Image.BILINEAR, box=box))
+        assert out.shape == (224, 224, 3) and out.dtype == np.uint8
+        shrink = max(box[2] - box[0], box[3] - box[1]) / 224
+        sizes.add(shrink <= 1)
+        assert np.abs(out.astype(int) - ref).mean() < (1.0 if shrink <= 1 else 2.0), (seed, box)
+    assert sizes == {True, False}
+
+
+# ---------------------------------------------------------------- DCT-scaled region decoding
+
+@pytest.mark.parametrize("k", [1, 2, 4, 8])
+def test_reader_scaled_region_equals_the_region_of_a_full_decode(natural, k):
+    """At full size the pixels the fused op crops from are exactly PIL's full decode (so any
+    region is that region of the full decode); with libjpeg-turbo's DCT scaling by 1/k they are
+    a full decode averaged over k x k blocks (the downscale the scaling stands for) within JPEG
+    rounding: mean |diff| < 1 grey level."""
+    for data in natural:
+        full = decode_image(data)
+        scaled = fastread.decode_jpeg_scaled(data, 427, 640, k)
+        assert scaled.shape == (-(-427 // k), -(-640 // k), 3)
+        if k == 1:
+            assert np.array_equal(scaled, full)  # the same libjpeg-turbo settings as PIL's: same pixels
+            continue
+        reduced = np.asarray(Image.fromarray(full).reduce(k)).astype(float)
+        h, w = reduced.shape[:2]
+        assert np.abs(scaled[:h, :w] - reduced).mean() < 1.0
+
+
+def test_reader_does_not_scale_below_the_target():
+    assert fastread.dct_factor((0, 0, 447, 500), (224, 224)) == 1  # 447 / 2 < 224
+    assert fastread.dct_factor((0, 0, 448, 500), (224, 224)) == 2
+    assert fastread.dct_factor((0, 0, 1800, 1800), (224, 224)) == 8
+    assert fastread.dct_factor((0, 0, 1800, 800), (224, 224)) == 2
+
+
+# ---------------------------------------------------------------- ColorJitter on uint8
+
+def test_reader_colorjitter_matches_paddle_vision_within_one_grey_level():
+    """200 random images and factors: the uint8 ColorJitter against paddle.vision's functional
+    ops on PIL images (what ColorJitter ran before), same draws, same order."""
+    from paddle.vision.transforms import functional as F
+
+    adjust = {"brightness": F.adjust_brightness, "contrast": F.adjust_contrast,
+              "saturation": F.adjust_saturation}
+    rng = np.random.default_rng(0)
+    worst = 0
+    for i in range(200):
+        h, w = rng.integers(8, 40, 2)
+        arr = rng.integers(0, 256, (h, w, 3), dtype=np.uint8) if i % 2 else photo(h, w, seed=i)
+        b, c, s = (float(v) for v in rng.uniform(0, 0.9, 3))
+        op = ops.ColorJitter(brightness=b, contrast=c, saturation=s)
+        out = op(arr, np.random.default_rng(i))
+        # the reference: the same draws, made the way ColorJitter always made them
+        ref_rng, pil = np.random.default_rng(i), Image.fromarray(arr)
+        for j in ref_rng.permutation(4):
+            key = ("brightness", "contrast", "saturation", "hue")[int(j)]
+            x = {"brightness": b, "contrast": c, "saturation": s, "hue": 0}[key]
+            if x:
+                pil = adjust[key](pil, ref_rng.uniform(max(0.0, 1 - x), 1 + x))
+        assert out.dtype == np.uint8 and out.shape == arr.shape
+        worst = max(worst, int(np.abs(out.astype(int) - np.asarray(pil)).max()))
+    assert worst <= 1
+
+
+def test_reader_flip_is_the_mirror_image():
+    arr = photo(9, 13)
+    flip = ops.RandFlipImage(1)
+    outs = [flip(arr, np.random.default_rng(s)) for s in range(8)]
+    assert any(np.array_equal(o, arr[:, ::-1]) for o in outs) and any(o is arr for o in outs)
+    assert all(np.array_equal(o, arr) or np.array_equal(o, arr[:, ::-1]) for o in outs)
+
+
+# ---------------------------------------------------------------- normalise (lookup, on the device)
+
+@pytest.mark.parametrize("order,fp16", [("", False), ("", True), ("chw", False)])
+def test_reader_normalize_lookup_is_the_float_formula(order, fp16):
+    op = ops.NormalizeImage(order=order, output_fp16=fp16)
+    shape = (5, 7, 3) if order == "" else (3, 5, 7)
+    arr = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
+    ref = (arr.astype(np.float32) * np.float32(1 / 255) - op.mean) / op.std
+    out = op(arr)
+    assert out.dtype == (np.float16 if fp16 else np.float32)
+    assert np.array_equal(out, ref.astype(out.dtype))
+
+
+@pytest.mark.parametrize("keys", [{}, {"channel_num": 4}, {"output_fp16": True}])
+def test_reader_device_normalize_equals_the_op(keys):
+    op = ops.NormalizeImage(order="chw", **keys)
+    batch = np.random.default_rng(2).integers(0, 256, (4, 3, 6, 5), dtype=np.uint8)
+    ref = np.stack([op(img) for img in batch])
+    normalize = DeviceNormalize(op)
+    for out in (normalize(paddle.to_tensor(batch)), normalize.gather(paddle.to_tensor(batch))):
+        out = out.numpy()  # the CPU lookup, and the gather a GPU runs
+        assert out.dtype == ref.dtype and out.shape == ref.shape
+        assert np.array_equal(out, ref)  # the same numbers, so eval results do not move
+
+
+def test_reader_only_a_final_normalize_of_uint8_images_is_deferred():
+    built = create_operators(SEED_TRAIN_OPS)
+    steps, op = split_normalize(built)
+    assert op is built[-1] and steps == built[:-1]
+    after_float = create_operators(SEED_TRAIN_OPS + [{"PCALighting": None}])
+    assert split_normalize(after_float)[1] is None
+    float_first = create_operators([{"DecodeImage": None}, {"PCALighting": None}, SEED_TRAIN_OPS[-1]])
+    assert split_normalize(float_first)[1] is None
+
+
+@pytest.fixture(scope="module")
+def jpeg_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("reader")
+    lines = []
+    for i in range(8):
+        Image.fromarray(photo(40 + 4 * i, 56 - 2 * i, seed=i)).save(root / f"{i}.jpg", quality=90)
+        lines.append(f"{i}.jpg {i % 4}")
+    (root / "list.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def _loader(root, device_normalize, fast_reader=True):
+    cfg = {"Global": {"seed": 3, "device_normalize": device_normalize, "fast_reader": fast_reader},
+           "Arch": {"name": "MobileNeXt_x1_0", "class_num": 4},
+           "DataLoader": {"Train": {
+               "dataset": {"name": "ImageNetDataset", "image_root": str(root),
+                           "cls_label_path": str(root / "list.txt"), "transform_ops": SEED_TRAIN_OPS},
+               "sampler": {"name": "DistributedBatchSampler", "batch_size": 8, "shuffle": True},
+               "loader": {"num_workers": 0}}}}
+    return build_dataloader(cfg, "Train", device="cpu")
+
+
+def test_reader_uint8_batch_training_step_equals_the_float_batch_step(jpeg_folder):
+    """The same seed through the loader with uint8 batches normalised on the device and with
+    float batches normalised in the workers: the same batch, and the same SGD step (1e-5)."""
+    on, off = _loader(jpeg_folder, True), _loader(jpeg_folder, False)
+    assert on.normalize is not None and off.normalize is None
+    assert on.dataset[0][0].dtype == np.uint8 and off.dataset[0][0].dtype == np.float32
+    (x_on, y_on, _), (x_off, y_off, _) = next(iter(on)), next(iter(off))
+    assert x_on.dtype == paddle.float32 and x_on.shape == x_off.shape == [8, 3, 32, 32]
+    assert np.array_equal(x_on.numpy(), x_off.numpy())
+    assert np.array_equal(y_on.numpy(), y_off.numpy())
+
+    params = []
+    for images, labels in ((x_on, y_on), (x_off, y_off)):
+        paddle.seed(0)
+        model = paddle.nn.Sequential(paddle.nn.Conv2D(3, 8, 3, stride=2), paddle.nn.BatchNorm2D(8),
+                                     paddle.nn.ReLU(), paddle.nn.AdaptiveAvgPool2D(1),
+                                     paddle.nn.Flatten(), paddle.nn.Linear(8, 4))
+        opt = paddle.optimizer.Momentum(0.1, parameters=model.parameters())
+        loss = paddle.nn.functional.cross_entropy(model(images), labels)
+        loss.backward()
+        opt.step()
+        params.append([p.numpy().copy() for p in model.parameters()])
+    for a, b in zip(*params):
+        assert np.abs(a - b).max() < 1e-5
+
+
+# ---------------------------------------------------------------- odd and broken images
+
+def _cases(tmp_path):
+    rgb = photo(60, 80)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # displayed rotated 90 degrees clockwise
+    deep = (photo(60, 80)[:, :, 0].astype(np.uint16) * 257)
+    good = jpeg(rgb)
+    files = {
+        "cmyk.jpg": jpeg(Image.fromarray(rgb).convert("CMYK")),
+        "grey.jpg": jpeg(Image.fromarray(rgb[:, :, 1], "L")),
+        "rotated.jpg": jpeg(rgb, exif=exif.tobytes()),
+        "plain.jpg": good,
+        "truncated.jpg": good[: len(good) // 2],
+        "notes.jpg": b"a text file, not a picture\n",
+        "empty.jpg": b"",
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    Image.fromarray(deep).save(tmp_path / "deep.png")
+    return [tmp_path / n for n in list(files) + ["deep.png"]]
+
+
+def test_reader_odd_and_broken_images_behave_as_before(tmp_path):
+    """CMYK, grey, 16-bit PNG, EXIF-rotated, truncated, not-an-image, empty: the fused op gives
+    what DecodeImage + RandCropImage give (the same image, or the same one-line error)."""
+    fused, decode, crop = fused_pair(24, "bilinear")
+    for path in _cases(tmp_path):
+        try:
+            ref = crop(decode(str(path)), np.random.default_rng(5))
+        except DataError as err:
+            with pytest.raises(DataError) as got:
+                fused(str(path), np.random.default_rng(5))
+            assert str(got.value) == str(err), path.name
+            continue
+        out = fused(str(path), np.random.default_rng(5))
+        assert out.shape == ref.shape == (24, 24, 3), path.name
+        if path.name in ("cmyk.jpg", "rotated.jpg", "deep.png"):  # not the fast path: the same pixels
+            assert np.array_equal(out, ref), path.name
+        else:
+            assert np.abs(out.astype(int) - ref).mean() < 4.0, path.name
+    for name, what in (("truncated.jpg", "truncated"), ("notes.jpg", "not an image"), ("empty.jpg", "empty file")):
+        with pytest.raises(DataError, match=what):
+            fused(str(tmp_path / name), np.random.default_rng(0))
+
+
+def test_reader_rotated_jpeg_crops_the_upright_image(tmp_path):
+    _cases(tmp_path)
+    fused, _, _ = fused_pair(24)
+    assert fastread.jpeg_size((tmp_path / "rotated.jpg").read_bytes()) is None  # unfused path
+    assert fastread.jpeg_size((tmp_path / "plain.jpg").read_bytes()) == (60, 80)
+    assert fused(str(tmp_path / "rotated.jpg"), np.random.default_rng(0)).shape == (24, 24, 3)
+
+
+def test_reader_dataset_with_and_without_the_fast_reader(jpeg_folder):
+    """Global.fast_reader: False is the unfused ops; True the fused ones; the same labels, shapes
+    and (boxes being the same) nearly the same pixels."""
+    fast = ImageNetDataset(str(jpeg_folder), str(jpeg_folder / "list.txt"), SEED_TRAIN_OPS[:2], seed=1)
+    slow = ImageNetDataset(str(jpeg_folder), str(jpeg_folder / "list.txt"), SEED_TRAIN_OPS[:2], seed=1,
+                           fast_reader=False)
+    assert type(fast.steps[0]).__name__ == "DecodeRandCrop" and slow.ops == slow.steps
+    assert [type(op) for op in fast.ops] == [type(op) for op in slow.ops] == [ops.DecodeImage, ops.RandCropImage]
+    for i in range(len(fast)):
+        a, b = fast[i][0], slow[i][0]
+        assert a.shape == b.shape == (3, 32, 32) and a.dtype == b.dtype == np.uint8
+        assert np.abs(a.astype(int) - b).mean() < 6.0
+
+
+def test_reader_without_simplejpeg_and_opencv_is_the_unfused_ops(natural, monkeypatch):
+    """The fallbacks: PIL's decoder (``draft`` for the DCT scaling) and PIL's resize. At full
+    size the fused op then gives exactly what DecodeImage + RandCropImage give."""
+    monkeypatch.setattr(fastread, "simplejpeg", None)
+    monkeypatch.setattr(ops, "_import_cv2", lambda: None)
+    data = natural[1]
+    assert fastread.jpeg_size(data) == (427, 640)
+    assert np.array_equal(fastread.decode_jpeg_scaled(data, 427, 640, 1), decode_image(data))
+    reduced = np.asarray(Image.fromarray(decode_image(data)).reduce(2)).astype(float)
+    assert np.abs(fastread.decode_jpeg_scaled(data, 427, 640, 2)[:213, :320] - reduced[:213]).mean() < 1.0
+    fused, decode, crop = fused_pair(224)
+    for seed in range(6):
+        box, _, k = fused.plan(427, 640, np.random.default_rng(seed))
+        out = fused(data, np.random.default_rng(seed))
+        ref = crop(decode(data), np.random.default_rng(seed))
+        if k == 1:
+            assert np.array_equal(out, ref)
