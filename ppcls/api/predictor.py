@@ -169,6 +169,7 @@ class Predictor:
             raise ConfigError(f"Predictor: inference_model_dir: no such folder: {inference_model_dir}")
         self.model_dir = inference_model_dir
         self.batch_size = batch_size
+        self.failed = []  # (name, one-line reason) of every image predict could not read
         record = read_inference_yml(inference_model_dir)
         post = {"Topk": {"topk": topk, "class_id_map_file": class_id_map_file}}
         op_list, post, self.is_softmax = _sections({"PostProcess": post}, record, inference_model_dir)
@@ -204,6 +205,7 @@ class Predictor:
             try:
                 arrays.append(self.preprocess(item))
             except DataError as err:
+                self.failed.append((name, str(err)))
                 print(f"Error: {err}", file=sys.stderr, flush=True)
                 continue
             names.append(name)
