@@ -98,15 +98,17 @@ def cached_export(name, weights, class_num=1000, image_size=None, label_list=Non
 def published_weights(name):
     """The path of PaddleClas's published weights for ``name`` in the weight cache,
     downloading (and checking) them the first time."""
-    from ppcls.api.models import canonical_name, pretrained_url
+    from ppcls.api.models import list_models, pretrained_url
     from ppcls.arch import build_model
-    from ppcls.arch.backbone import mobilenext
     from ppcls.utils.download import cache_path, fetch_pretrained, resolve_url
+    from ppcls.utils.errors import CheckpointError
     from ppcls.utils.weights import load_pretrained
 
     url = pretrained_url(name)
-    if url is None:  # the registry's own one-line refusal
-        mobilenext._load_pretrained(None, canonical_name(name)[len("MobileNeXt_"):], True)
+    if url is None:
+        raise CheckpointError(f"Predictor(model_name={name!r}): PaddleClas publishes no weights for "
+                              f"{name} (only for {', '.join(list_models(pretrained=True))}); pass "
+                              "pretrained=<weight file>, or inference_model_dir=<an export>")
     path = cache_path(resolve_url(url))
     if not os.path.isfile(path):
         model = build_model({"name": name})
