@@ -148,7 +148,7 @@ def test_create_model_with_another_class_num_counts_as_model_info():
 
 def test_list_models_patterns_aliases_and_unknown_names():
     import ppcls
-    from ppcls.utils.errors import ConfigError
+    from ppcls.utils.errors import CheckpointError, ConfigError
 
     assert ppcls.list_models("*x1*") == ["MobileNeXt_x1_0", "MobileNeXt_x1_4"]
     assert ppcls.list_models(pretrained=True) == ["MobileNeXt_x1_0"]
@@ -157,6 +157,11 @@ def test_list_models_patterns_aliases_and_unknown_names():
         ppcls.create_model("MobileNext_x1_0")
     with pytest.raises(ConfigError, match="unknown config key 'Arch.dropuot'.*did you mean 'dropout'"):
         ppcls.create_model("MobileNeXt_x0_35", dropuot=0.1)
+    with pytest.raises(CheckpointError, match=r"publishes no weights for MobileNeXt_x0_5 \(only "
+                                              r"for MobileNeXt_x1_0\); pass pretrained="):
+        ppcls.Predictor(model_name="MobileNeXt_50")
+    with pytest.raises(ConfigError, match="give model_name or inference_model_dir"):
+        ppcls.Predictor()
 
 
 def test_transforms_are_the_recipe_eval_pipeline_for_path_pil_and_array():
