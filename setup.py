@@ -9,4 +9,6 @@ setup(
     include_package_data=True,
     python_requires=">=3.9",
     install_requires=["numpy", "pyyaml", "pillow", "simplejpeg", "tqdm"],
+    # "ppcls", not PaddleClas's own "paddleclas" command, so both can be installed
+    entry_points={"console_scripts": ["ppcls=ppcls.api.commands:console"]},
 )

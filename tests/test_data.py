@@ -580,7 +580,7 @@ def test_loader_config_errors(digits, small_list):
         build_dataloader(cfg, "Train")
     cfg = config(digits, small_list)
     cfg["DataLoader"]["Train"]["dataset"]["name"] = "CocoDataset"
-    with pytest.raises(ConfigError, match=r"unknown dataset 'CocoDataset'; known: ImageNetDataset"):
+    with pytest.raises(ConfigError, match=r"unknown dataset 'CocoDataset'; known: ImageFolder, ImageNetDataset, MultiScaleDataset"):
         build_dataloader(cfg, "Train")
     cfg = config(digits, small_list)
     cfg["DataLoader"]["Train"]["dataset"]["root"] = "x"

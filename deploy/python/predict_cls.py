@@ -7,12 +7,12 @@ deploy/python/predict_cls.py:
 """
 
 from ppcls.inference.deploy import predict_cls
-from ppcls.utils.cli import config_arg_parser, run_tool
+from ppcls.utils.cli import DEPLOY_KEYS, config_arg_parser, run_tool
 from ppcls.utils.config import get_config
 
 
 def main(argv=None):
-    args = config_arg_parser("Classify images with an exported model").parse_args(argv)
+    args = config_arg_parser("Classify images with an exported model", keys=DEPLOY_KEYS).parse_args(argv)
     cfg = get_config(args.config, args.override, show=True)
     _, exit_code = predict_cls(cfg)
     return exit_code

@@ -9,7 +9,7 @@ import importlib
 
 _LAZY = {
     "build_dataloader": "loader", "build_sampler": "loader", "ImageDataLoader": "loader",
-    "ImageNetDataset": "dataset", "MultiScaleDataset": "dataset", "DATASETS": "dataset",
+    "ImageNetDataset": "dataset", "MultiScaleDataset": "dataset", "DATASETS": "dataset", "ImageFolder": "imagefolder",
     "DistributedBatchSampler": "sampler", "BatchSampler": "sampler", "RASampler": "sampler",
     "MultiScaleSampler": "sampler", "SAMPLERS": "sampler",
 }

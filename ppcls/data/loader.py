@@ -44,6 +44,7 @@ from ppcls.utils.global_config import global_value, selected_gpu
 from ppcls.utils.registry import accepted_keys, build
 
 from .dataset import DATASETS, BadSample, MultiScaleDataset
+from . import imagefolder  # noqa: F401  (registers dataset ImageFolder)
 from .preprocess.batch_ops import apply_batch_operators, batch_rng, create_batch_operators
 from .sampler import SAMPLERS, MultiScaleSampler
 

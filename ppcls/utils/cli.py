@@ -6,9 +6,53 @@ import sys
 from ppcls.utils.errors import UserError
 
 
-def config_arg_parser(description):
-    """An ``argparse`` parser with PaddleClas's ``-c config.yaml`` and repeated ``-o Key.sub=value``."""
-    parser = argparse.ArgumentParser(description=description)
+# The -o keys ``--help`` lists, by tool; meanings and defaults come from the Global table
+# (ppcls.utils.global_config.GLOBAL) and, for Arch, from ARCH_KEYS below.
+TRAIN_KEYS = ("Global.epochs", "Global.device", "Global.pretrained_model", "Global.checkpoints",
+              "Global.output_dir", "Global.save_interval", "Global.eval_during_train",
+              "Global.eval_interval", "Global.print_batch_step", "Global.seed",
+              "Global.max_iters_per_epoch", "Global.save_inference_dir", "Global.image_shape",
+              "Arch.name", "Arch.class_num", "Arch.pretrained")
+DEPLOY_KEYS = ("Global.infer_imgs", "Global.inference_model_dir", "Global.batch_size",
+               "Global.use_gpu", "Global.use_onnx", "Global.enable_mkldnn",
+               "Global.cpu_num_threads", "Global.benchmark")
+ARCH_KEYS = {
+    "name": ("(required)", "the model: MobileNeXt_x0_35, _x0_5, _x0_75, _x1_0, _x1_4 "
+                           "(python -m ppcls models)"),
+    "class_num": (1000, "number of classes; another than the weights' gets a fresh classifier"),
+    "pretrained": (False, "True: PaddleClas's published weights (downloaded once), or a weight file"),
+}
+
+
+def _yaml_value(value):
+    if value is None:
+        return "null"
+    return str(value)
+
+
+def key_help(keys):
+    """``--help``'s list of ``-o`` keys: name, default, meaning (one line each)."""
+    from ppcls.utils.global_config import GLOBAL
+
+    rows = []
+    for dotted in keys:
+        section, _, key = dotted.partition(".")
+        if section == "Global" and key in GLOBAL:
+            _, default, meaning = GLOBAL[key]
+        elif section == "Arch" and key in ARCH_KEYS:
+            default, meaning = ARCH_KEYS[key]
+        else:
+            continue
+        rows.append(f"  {dotted:<28} {_yaml_value(default):<12} {meaning}")
+    return ("common -o keys (key, default, meaning; a config's own value wins over the default;\n"
+            "every Global key: python -m ppcls config --keys):\n" + "\n".join(rows))
+
+
+def config_arg_parser(description, keys=TRAIN_KEYS):
+    """An ``argparse`` parser with PaddleClas's ``-c config.yaml`` and repeated ``-o Key.sub=value``;
+    ``--help`` lists ``keys`` with their defaults and meanings (:func:`key_help`)."""
+    parser = argparse.ArgumentParser(description=description, epilog=key_help(keys) if keys else None,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-c", "--config", required=True, help="YAML config file")
     parser.add_argument("-o", "--override", action="append", default=[],
                         help="override a config value, e.g. -o Global.epochs=10 (repeatable)")
