@@ -199,6 +199,11 @@ def export_model(cfg):
     if label_file is not None and not os.path.isfile(label_file):
         raise ConfigError(f"Infer.PostProcess.class_id_map_file: label file not found: {label_file}")
     _check_replaceable(out_dir)
+    from ppcls.inference.mobile import export_formats, export_mobile_formats
+
+    formats = export_formats(g)  # a bad Global.export_format fails before the export starts
+    if want_onnx is None and {"tflite", "ort"} & set(formats):
+        want_onnx = True  # both are converted from inference.onnx
 
     model = build_eval_model(cfg)
     if with_softmax:
@@ -220,9 +225,12 @@ def export_model(cfg):
             "PostProcess": {"Topk": post},
         }
         write_record(tmp_dir, record)
+        mobile_notes = export_mobile_formats(tmp_dir, cfg)  # Global.export_format (ppcls.inference.mobile)
         commit_export(tmp_dir, out_dir)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+    for note in mobile_notes:
+        logger.info(note)
     logger.info(f"exported {cfg['Arch'].get('name')} (input [None, {', '.join(map(str, shape))}], "
                 f"softmax {'appended' if with_softmax else 'not appended'}) to {out_dir}")
     logger.info(onnx_note)

@@ -331,9 +331,11 @@ class OnnxPredictor:
 
 
 # use_onnx -> back-ends to try, in order (CPU); on GPU Paddle Inference is the GPU back-end
-_PREFERENCE = {"auto": ("onnxruntime", "paddle_inference"), True: ("onnxruntime",),
-               False: ("paddle_inference",)}
-_PREFERENCE_GPU = {"auto": ("paddle_inference",), True: ("onnxruntime",), False: ("paddle_inference",)}
+# (ort_format and litert, ppcls.inference.mobile: the phone exports, each in a folder of its own)
+_PREFERENCE = {"auto": ("onnxruntime", "ort_format", "litert", "paddle_inference"),
+               True: ("onnxruntime", "ort_format"), False: ("paddle_inference",)}
+_PREFERENCE_GPU = {"auto": ("paddle_inference", "ort_format", "litert"),
+                   True: ("onnxruntime", "ort_format"), False: ("paddle_inference",)}
 
 
 def _preference(g):
@@ -388,3 +390,6 @@ def create_predictor(global_cfg, record=None):
     g.setdefault("image_shape", info.get("image_shape"))
     g.setdefault("precision", info.get("precision", "fp32"))
     return BACKENDS.get(name)(model_dir, g)
+
+
+from ppcls.inference import mobile as _mobile  # noqa: E402,F401  (registers ort_format and litert)
