@@ -137,11 +137,23 @@ def _child(args, what, env=None):
     return proc
 
 
+def calib_count(cfg):
+    """``Global.export_calib_images``: INT8 calibration images (default: Quant.calib_images's 300)."""
+    from ppcls.inference.quantize import DEFAULTS
+
+    n = (cfg.get("Global") or {}).get("export_calib_images")
+    if n is None:
+        return DEFAULTS["calib_images"]
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ConfigError(f"Global.export_calib_images: expected a positive integer, got {n!r}")
+    return n
+
+
 def _calibration(cfg, record, work):
     """The calibration batch (NCHW float32, the export's preprocessing) saved as ``work/calib.npy``."""
     from ppcls.inference.quantize import DEFAULTS, _calibration_batches, calibration_images
 
-    paths = calibration_images(cfg, DEFAULTS["calib_images"])
+    paths = calibration_images(cfg, calib_count(cfg))
     op_list = (record.get("PreProcess") or {}).get("transform_ops")
     data = np.concatenate(list(_calibration_batches(paths, op_list, DEFAULTS["batch_size"])))
     path = os.path.join(work, "calib.npy")
@@ -199,7 +211,9 @@ def export_ort(folder, cfg, record, work):
     common = {"format": "ort", "input_layout": "NCHW", "runtime": "ONNX Runtime (ORT format)"}
     fp32 = _to_ort(onnx_path, os.path.join(work, "ort_fp32"))
     _sub_export(folder, "ort_fp32", {fp32: ORT_FILE}, record, precision="fp32", **common)
-    int8_dir = quantize_export(folder, os.path.join(folder, QUANT_DIRNAME), cfg)
+    # for phones (ARM): 8-bit weights; reduce_range (7-bit) only helps x86 CPUs without VNNI
+    int8_dir = quantize_export(folder, os.path.join(folder, QUANT_DIRNAME), cfg,
+                               {"calib_images": calib_count(cfg), "reduce_range": False})
     int8_record = read_inference_yml(int8_dir)
     int8 = _to_ort(os.path.join(int8_dir, "inference.onnx"), os.path.join(work, "ort_int8"))
     _sub_export(folder, "ort_int8", {int8: ORT_FILE}, int8_record, precision="int8", **common)
