@@ -227,6 +227,7 @@ def test_tflite_export_runs_with_the_predict_cls_command(mobile_export, digits32
         [f"Global.inference_model_dir={os.path.join(base, 'tflite_fp32')}", f"Global.infer_imgs={images}"]),
         cwd=DEPLOY)
     assert "predicting with LiteRT on cpu (XNNPACK), fp32" in proc.stdout + proc.stderr
+    assert "Created TensorFlow Lite XNNPACK delegate for CPU" in proc.stdout + proc.stderr  # LiteRT's own line
     lines = [line for line in proc.stdout.splitlines() if "\tclass id(s): " in line]
     assert len(lines) == len(os.listdir(images))
     assert sum("label_name(s): ['three'" in line for line in lines) >= 0.9 * len(lines)

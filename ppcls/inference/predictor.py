@@ -331,11 +331,10 @@ class OnnxPredictor:
 
 
 # use_onnx -> back-ends to try, in order (CPU); on GPU Paddle Inference is the GPU back-end
-# (ort_format and litert, ppcls.inference.mobile: the phone exports, each in a folder of its own)
+# (auto on CPU also runs the phone exports of ppcls.inference.mobile: ort_format, litert)
 _PREFERENCE = {"auto": ("onnxruntime", "ort_format", "litert", "paddle_inference"),
-               True: ("onnxruntime", "ort_format"), False: ("paddle_inference",)}
-_PREFERENCE_GPU = {"auto": ("paddle_inference", "ort_format", "litert"),
-                   True: ("onnxruntime", "ort_format"), False: ("paddle_inference",)}
+               True: ("onnxruntime",), False: ("paddle_inference",)}
+_PREFERENCE_GPU = {"auto": ("paddle_inference",), True: ("onnxruntime",), False: ("paddle_inference",)}
 
 
 def _preference(g):
