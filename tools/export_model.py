@@ -5,7 +5,8 @@
         -o Global.save_inference_dir=./deploy/models/class_MobileNeXt_100_ImageNet_infer
 
 writes inference.json + inference.pdiparams + inference.yml (+ the label file, and
-inference.onnx with -o Global.export_onnx=True).
+inference.onnx with -o Global.export_onnx=True). -o Global.export_format=tflite,ort,legacy (or
+mobile: all three) adds the phone formats as sub-folders (docs/mobile.md).
 """
 
 from ppcls.inference.export import export_model

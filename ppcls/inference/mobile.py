@@ -6,17 +6,14 @@ sub-folder is a complete export of its own (model file, label list, ``inference.
 same ``PreProcess`` record and the SHA-256 of its files), so ``deploy/python/predict_cls.py``
 runs it with the usual command, only ``Global.inference_model_dir`` pointing at it:
 
-==================== ================================ =========================================
-sub-folder           file                             runs on
-==================== ================================ =========================================
-``tflite_fp32``      ``inference.tflite``             LiteRT (``ai-edge-litert``), XNNPACK
-``tflite_fp16``      ``inference.tflite`` fp16 weights LiteRT, XNNPACK (float32 compute on CPU)
-``tflite_int8``      ``inference.tflite`` full integer LiteRT, XNNPACK; int8 input and output
-``ort_fp32``         ``inference.ort``                ONNX Runtime (Mobile) from the ORT format
-``ort_int8``         ``inference.ort`` (QDQ INT8)     ONNX Runtime (Mobile) from the ORT format
-``quant_post_static_model`` ``inference.onnx`` INT8   ONNX Runtime (deploy/slim's INT8 model)
-``legacy``           ``inference.pdmodel`` + params   Paddle Inference 2.x / 3.x, Paddle Lite opt
-==================== ================================ =========================================
+- ``tflite_fp32/inference.tflite``: LiteRT (``ai-edge-litert``) with XNNPACK;
+- ``tflite_fp16/inference.tflite``: fp16 weights, LiteRT (float32 compute on CPU);
+- ``tflite_int8/inference.tflite``: full integer, int8 input and output, LiteRT;
+- ``ort_fp32/inference.ort`` and ``ort_int8/inference.ort``: ONNX Runtime (Mobile), ORT format;
+- ``quant_post_static_model/inference.onnx``: the INT8 ONNX model the ``ort_int8`` one is made
+  from (what ``deploy/slim/quant_post_static.py`` writes), ONNX Runtime;
+- ``legacy/inference.pdmodel`` + ``inference.pdiparams``: Paddle Inference 2.x / 3.x, Paddle
+  Lite's ``opt``.
 
 How each is made:
 
@@ -30,6 +27,10 @@ How each is made:
   model of :func:`ppcls.inference.quantize.quantize_export`.
 - **legacy**: ``paddle.jit.save`` in a child process with ``FLAGS_enable_pir_api=0``, which
   Paddle 3.3.1 still honours: the old ``ProgramDesc`` (``inference.pdmodel``).
+
+INT8 (both engines) calibrates on ``Global.export_calib_images`` (default 300) images of the
+training list; the ONNX / ORT INT8 model has 8-bit weights (phones are ARM; the 7-bit
+``reduce_range`` of deploy/slim only helps x86 CPUs without VNNI).
 
 Input layout (``Global.input_layout`` in each ``inference.yml``): NHWC for LiteRT, NCHW for
 the others. The preprocessing record is the same for all (it ends with ``ToCHWImage``); the
