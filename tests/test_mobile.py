@@ -286,3 +286,16 @@ def test_export_format_errors_are_one_line(monkeypatch):
         mobile.require_tflite_stack()
     message = str(err.value)
     assert "\n" not in message and "onnx2tf" in message and "pip install" in message
+
+
+def test_tflite_without_litert_installed_is_one_line_naming_pip(tmp_path, monkeypatch):
+    from ppcls.inference.predictor import create_predictor
+
+    (tmp_path / "inference.tflite").write_bytes(b"\0" * 64)  # an export without Files: trusted
+    (tmp_path / "inference.yml").write_text("Global: {precision: fp32, input_layout: NHWC}\n")
+    monkeypatch.setitem(sys.modules, "ai_edge_litert", None)  # import fails as if not installed
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
+    with pytest.raises(UserError) as err:
+        create_predictor({"inference_model_dir": str(tmp_path)})
+    message = str(err.value)
+    assert "\n" not in message and "LiteRT" in message and "pip install ai-edge-litert==2.3.0" in message

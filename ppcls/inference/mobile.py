@@ -399,8 +399,8 @@ class LiteRTPredictor:
 
     @classmethod
     def available(cls, model_dir, record=None):
-        if importlib.util.find_spec("ai_edge_litert") is None:
-            return False, f"LiteRT is not installed ({LITERT_PIP})"
+        # a verified inference.tflite selects LiteRT even when ai-edge-litert is missing: the
+        # constructor then names the pip command, rather than another back-end failing
         return file_status(model_dir, record, TFLITE_FILE)
 
     def __init__(self, model_dir, options=None, **_ignored):
