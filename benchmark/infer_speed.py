@@ -269,7 +269,8 @@ def main(argv=None):
     import numpy as np
 
     print("\n".join(header("benchmark/infer_speed.py " + " ".join(argv or sys.argv[1:]),
-                           ("paddle", "onnxruntime", "paddle2onnx"))))
+                           ("paddle", "onnxruntime", "paddle2onnx", "ai_edge_litert", "tensorflow",
+                            "onnx2tf"))))
     print("# " + cpu_flags())
     all_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     backends = args.backends.split(",")
