@@ -89,7 +89,7 @@ def export_models(out):
     if missing:
         print(f"# litert rows skipped: not installed: {', '.join(missing)} ({mobile.TF_PIP} "
               f"ai-edge-litert==2.3.0)")
-    export_model(cfg)  # with inference.onnx (the default when paddle2onnx is installed)
+    mobile.export_with_formats(cfg)  # export_model + inference.onnx + the phone formats
     dirs["MobileNeXt_x1_0"] = cfg["Global"]["save_inference_dir"]
     for row, sub in MOBILE_ROWS.items():
         if os.path.isdir(os.path.join(dirs["MobileNeXt_x1_0"], sub)):

@@ -183,8 +183,11 @@ def _paddle2onnx_missing():
     return None
 
 
-def export_model(cfg):
-    """Export ``cfg``'s model to ``Global.save_inference_dir``; returns that folder."""
+def export_model(cfg, before_commit=None):
+    """Export ``cfg``'s model to ``Global.save_inference_dir``; returns that folder.
+
+    ``before_commit(folder)``, when given, runs on the finished export (``inference.yml``
+    written) before it is swapped into place, so what it adds is part of the one export."""
     import paddle
 
     g = cfg.get("Global") or {}
@@ -199,11 +202,6 @@ def export_model(cfg):
     if label_file is not None and not os.path.isfile(label_file):
         raise ConfigError(f"Infer.PostProcess.class_id_map_file: label file not found: {label_file}")
     _check_replaceable(out_dir)
-    from ppcls.inference.mobile import export_formats, export_mobile_formats
-
-    formats = export_formats(g)  # a bad Global.export_format fails before the export starts
-    if want_onnx is None and {"tflite", "ort"} & set(formats):
-        want_onnx = True  # both are converted from inference.onnx
 
     model = build_eval_model(cfg)
     if with_softmax:
@@ -225,12 +223,11 @@ def export_model(cfg):
             "PostProcess": {"Topk": post},
         }
         write_record(tmp_dir, record)
-        mobile_notes = export_mobile_formats(tmp_dir, cfg)  # Global.export_format (ppcls.inference.mobile)
+        if before_commit is not None:  # e.g. the phone formats (ppcls.inference.mobile)
+            before_commit(tmp_dir)
         commit_export(tmp_dir, out_dir)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
-    for note in mobile_notes:
-        logger.info(note)
     logger.info(f"exported {cfg['Arch'].get('name')} (input [None, {', '.join(map(str, shape))}], "
                 f"softmax {'appended' if with_softmax else 'not appended'}) to {out_dir}")
     logger.info(onnx_note)

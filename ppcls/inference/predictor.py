@@ -389,6 +389,3 @@ def create_predictor(global_cfg, record=None):
     g.setdefault("image_shape", info.get("image_shape"))
     g.setdefault("precision", info.get("precision", "fp32"))
     return BACKENDS.get(name)(model_dir, g)
-
-
-from ppcls.inference import mobile as _mobile  # noqa: E402,F401  (registers ort_format and litert)
