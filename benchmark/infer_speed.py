@@ -21,6 +21,14 @@ Back-ends:
   paddle-native   Paddle Inference, oneDNN off
   onnxruntime     ONNX Runtime, CPU execution provider
   ort-int8        the INT8 model on ONNX Runtime (MobileNeXt only)
+  phone formats (MobileNeXt only; tools/export_model.py -o Global.export_format=mobile,
+  docs/mobile.md); the litert rows need the optional TensorFlow stack + ai-edge-litert:
+  ort-format      inference.ort fp32 (ort_fp32) on ONNX Runtime
+  ort-format-int8 inference.ort INT8 (ort_int8) on ONNX Runtime
+  litert-fp32     inference.tflite fp32 (tflite_fp32) on LiteRT with XNNPACK
+  litert-fp16     inference.tflite fp16 weights (tflite_fp16) on LiteRT with XNNPACK
+  litert-int8     inference.tflite full-integer INT8 (tflite_int8) on LiteRT with XNNPACK
+  paddle-legacy   inference.pdmodel, the old program (legacy) on Paddle Inference with oneDNN
 
 Printed: medians, each back-end's time relative to ONNX Runtime's on the same model (so
 lower is faster, for throughput too), and the largest difference of each back-end's output
@@ -41,7 +49,10 @@ HERE = os.path.abspath(__file__)
 ROOT = os.path.dirname(os.path.dirname(HERE))
 FIXTURE = os.path.join(ROOT, "..", "shared", "fixtures", "mobilenext_official_w1_0.npz")
 DEPLOY_CONFIG = os.path.join(ROOT, "deploy", "configs", "inference_cls.yaml")
-BACKENDS = ("default", "paddle-onednn", "paddle-native", "onnxruntime", "ort-int8")
+# phone-format rows -> the export's sub-folder (ppcls.inference.mobile)
+MOBILE_ROWS = {"ort-format": "ort_fp32", "ort-format-int8": "ort_int8", "litert-fp32": "tflite_fp32",
+               "litert-fp16": "tflite_fp16", "litert-int8": "tflite_int8", "paddle-legacy": "legacy"}
+BACKENDS = ("default", "paddle-onednn", "paddle-native", "onnxruntime", "ort-int8") + tuple(MOBILE_ROWS)
 IMAGES = os.path.join(ROOT, "deploy", "images")
 
 
@@ -67,8 +78,22 @@ def export_models(out):
         weights = os.path.join(out, "official_w1_0.pdparams")
         save_state_dict(state, weights)
         cfg["Global"]["pretrained_model"] = weights
-    export_model(cfg)  # with inference.onnx (the default when paddle2onnx is installed)
+    # the phone formats too (INT8 ones calibrated on the same crops as quantize() below)
+    from ppcls.inference import mobile
+
+    calib = calibration_list(out)
+    cfg["DataLoader"] = {"Train": {"dataset": {"image_root": calib,
+                                               "cls_label_path": os.path.join(calib, "list.txt")}}}
+    missing = mobile.missing_modules(mobile.TF_MODULES + ("ai_edge_litert",))
+    cfg["Global"]["export_format"] = ["ort", "legacy"] + ([] if missing else ["tflite"])
+    if missing:
+        print(f"# litert rows skipped: not installed: {', '.join(missing)} ({mobile.TF_PIP} "
+              f"ai-edge-litert==2.3.0)")
+    mobile.export_with_formats(cfg)  # export_model + inference.onnx + the phone formats
     dirs["MobileNeXt_x1_0"] = cfg["Global"]["save_inference_dir"]
+    for row, sub in MOBILE_ROWS.items():
+        if os.path.isdir(os.path.join(dirs["MobileNeXt_x1_0"], sub)):
+            dirs[f"MobileNeXt_x1_0/{row}"] = os.path.join(dirs["MobileNeXt_x1_0"], sub)
     dirs["MobileNeXt_x1_0/int8"] = quantize(cfg, out)
 
     from ppcls.inference.export import build_eval_model
@@ -126,7 +151,7 @@ def quantize(cfg, out):
     """The INT8 model of ``cfg``'s fp32 export, as deploy/slim/quant_post_static.py makes it."""
     from ppcls.inference.quantize import quantize_export
 
-    calib = calibration_list(out)
+    calib = os.path.join(out, "calib")
     qcfg = {"DataLoader": {"Train": {"dataset": {"image_root": calib,
                                                  "cls_label_path": os.path.join(calib, "list.txt")}}}}
     return quantize_export(cfg["Global"]["save_inference_dir"], os.path.join(out, "mobilenext_int8"),
@@ -160,6 +185,11 @@ def make_predictor(backend, model_dir, threads):
         return create_predictor(g)
     if backend in ("onnxruntime", "ort-int8"):  # the benchmark's own row names
         return OnnxPredictor(model_dir, cpu_num_threads=threads)
+    if backend in MOBILE_ROWS and backend != "paddle-legacy":  # the back-end the folder selects
+        from ppcls.inference.artifacts import read_inference_yml
+
+        return create_predictor({"inference_model_dir": model_dir, "cpu_num_threads": threads},
+                                read_inference_yml(model_dir))
     return PaddlePredictor(model_dir, enable_mkldnn=backend == "paddle-onednn", cpu_num_threads=threads)
 
 
@@ -239,7 +269,8 @@ def main(argv=None):
     import numpy as np
 
     print("\n".join(header("benchmark/infer_speed.py " + " ".join(argv or sys.argv[1:]),
-                           ("paddle", "onnxruntime", "paddle2onnx"))))
+                           ("paddle", "onnxruntime", "paddle2onnx", "ai_edge_litert", "tensorflow",
+                            "onnx2tf"))))
     print("# " + cpu_flags())
     all_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     backends = args.backends.split(",")
@@ -248,13 +279,14 @@ def main(argv=None):
         np.save(os.path.join(tmp, "x.npy"), x)
         for name in args.models.split(","):
             cases = [("latency", 1, 1), ("latency", 1, 2), ("throughput", 16, all_threads)]
-            model_backends = [b for b in backends if b != "ort-int8" or f"{name}/int8" in dirs]
+            own_dir = {"ort-int8": f"{name}/int8", **{row: f"{name}/{row}" for row in MOBILE_ROWS}}
+            model_backends = [b for b in backends if b not in own_dir or own_dir[b] in dirs]
             results = {(b, c): [] for b in model_backends for c in cases}
             diffs, used = {}, {}
             for repeat in range(args.repeats):
                 for case in cases:
                     for backend in model_backends:
-                        model_dir = dirs[f"{name}/int8"] if backend == "ort-int8" else dirs[name]
+                        model_dir = dirs[own_dir[backend]] if backend in own_dir else dirs[name]
                         extra = ["--input", os.path.join(tmp, "x.npy")] if repeat == 0 and case == cases[0] else []
                         out = run_worker(HERE, ["--worker", backend, "--model-dir", model_dir,
                                                 "--threads", str(case[2]), "--batch", str(case[1]),

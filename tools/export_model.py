@@ -5,10 +5,11 @@
         -o Global.save_inference_dir=./deploy/models/class_MobileNeXt_100_ImageNet_infer
 
 writes inference.json + inference.pdiparams + inference.yml (+ the label file, and
-inference.onnx with -o Global.export_onnx=True).
+inference.onnx with -o Global.export_onnx=True). -o Global.export_format=tflite,ort,legacy (or
+mobile: all three) adds the phone formats as sub-folders (docs/mobile.md).
 """
 
-from ppcls.inference.export import export_model
+from ppcls.inference.mobile import export_with_formats
 from ppcls.utils.cli import config_arg_parser, run_tool
 from ppcls.utils.config import get_config
 
@@ -16,7 +17,7 @@ from ppcls.utils.config import get_config
 def main(argv=None):
     args = config_arg_parser("Export a model to Paddle Inference format").parse_args(argv)
     cfg = get_config(args.config, args.override, show=True)
-    export_model(cfg)
+    export_with_formats(cfg)
     return 0
 
 

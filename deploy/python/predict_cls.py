@@ -1,5 +1,5 @@
-"""Classify images with an exported model on Paddle Inference or ONNX Runtime, as PaddleClas's
-deploy/python/predict_cls.py:
+"""Classify images with an exported model on Paddle Inference, ONNX Runtime (.onnx, .ort) or
+LiteRT (.tflite, docs/mobile.md), as PaddleClas's deploy/python/predict_cls.py:
 
     cd deploy
     python python/predict_cls.py -c configs/inference_cls.yaml \

@@ -10,4 +10,9 @@
 - :mod:`ppcls.inference.benchmark`: per-stage timing report (``auto_log`` when installed).
 - :mod:`ppcls.inference.dygraph`: ``tools/infer.py`` (a training config and its weights).
 - :mod:`ppcls.inference.deploy`: ``deploy/python/predict_cls.py`` (an exported model).
+- :mod:`ppcls.inference.mobile`: the phone formats of an export (``Global.export_format``:
+  LiteRT, ORT format, the legacy program); :mod:`ppcls.inference.mobile_backends`: their
+  back-ends ``litert`` and ``ort_format``, registered here on import of the package.
 """
+
+from ppcls.inference import mobile_backends as _mobile_backends  # noqa: E402,F401  (registers them)

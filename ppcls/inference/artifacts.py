@@ -15,6 +15,9 @@ MODEL_FILES = (("inference.json", "inference.pdiparams"),     # Paddle 3 (PIR)
 # files an export may hold besides those its inference.yml names (older exports had no Files)
 EXPORT_FILES = ("inference.json", "inference.pdiparams", "inference.pdmodel", "inference.onnx",
                 "inference.pdiparams.info", INFERENCE_YML, "quant_post_static_model")
+# the phone formats' sub-folders, each an export of its own (ppcls.inference.mobile)
+MOBILE_DIRS = ("tflite_fp32", "tflite_fp16", "tflite_int8", "ort_fp32", "ort_int8", "legacy")
+EXPORT_FILES = EXPORT_FILES + MOBILE_DIRS
 
 
 def find_model_files(model_dir, key="Global.inference_model_dir"):

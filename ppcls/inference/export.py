@@ -227,8 +227,11 @@ def _paddle2onnx_missing():
     return None
 
 
-def export_model(cfg):
-    """Export ``cfg``'s model to ``Global.save_inference_dir``; returns that folder."""
+def export_model(cfg, before_commit=None):
+    """Export ``cfg``'s model to ``Global.save_inference_dir``; returns that folder.
+
+    ``before_commit(folder)``, when given, runs on the finished export (``inference.yml``
+    written) before it is swapped into place, so what it adds is part of the one export."""
     import paddle
 
     g = cfg.get("Global") or {}
@@ -264,6 +267,8 @@ def export_model(cfg):
             "PostProcess": {"Topk": post},
         }
         write_record(tmp_dir, record)
+        if before_commit is not None:  # e.g. the phone formats (ppcls.inference.mobile)
+            before_commit(tmp_dir)
         commit_export(tmp_dir, out_dir)
     except OSError as err:  # a full or read-only disk: one line, the previous export kept
         raise write_error(err, err.filename or tmp_dir,

@@ -546,8 +546,9 @@ class OnnxPredictor:
 
 
 # use_onnx -> back-ends to try, in order (CPU); on GPU Paddle Inference is the GPU back-end
-_PREFERENCE = {"auto": ("onnxruntime", "paddle_inference"), True: ("onnxruntime",),
-               False: ("paddle_inference",)}
+# (auto on CPU also runs the phone exports of ppcls.inference.mobile: ort_format, litert)
+_PREFERENCE = {"auto": ("onnxruntime", "ort_format", "litert", "paddle_inference"),
+               True: ("onnxruntime",), False: ("paddle_inference",)}
 _PREFERENCE_GPU = {"auto": ("paddle_inference",), True: ("onnxruntime",), False: ("paddle_inference",)}
 
 

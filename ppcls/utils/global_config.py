@@ -42,6 +42,10 @@ GLOBAL = {
     "device_normalize": (_BOOL, True, "uint8 batches; a final NormalizeImage runs on the batch, on its device"),
     "export_softmax": (_BOOL, True, "append a softmax to the exported model"),
     "export_onnx": (_BOOL, False, "also convert the export to inference.onnx"),
+    "export_format": ((str, list), "paddle", "phone formats too: tflite, ort, legacy, mobile (all) "
+                                            "(ppcls.inference.mobile, docs/mobile.md)"),
+    "export_calib_images": (_OPT_INT, None, "INT8 calibration images of export_format tflite/ort "
+                                            "(null: 300)"),
     "fast_cpu": (_BOOL, True, "own CPU kernels for the depthwise/1x1 convolutions on CPU"),
     "plot_curves": (_BOOL, False, "write curves.png from train.log at the end of training"),
     "max_iters_per_epoch": (_OPT_INT, None, "cut every epoch to this many iterations"),
