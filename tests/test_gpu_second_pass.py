@@ -612,3 +612,29 @@ def test_gpu_step_loss_is_read_and_reduced_only_on_logged_iterations(monkeypatch
     monkeypatch.setattr(distributed, "global_weighted_mean", lambda total, count: seen.append((total, count)) or 9.0)
     sums = distributed.RunningSums().add({"loss": paddle.to_tensor(2.0), "CELoss": paddle.to_tensor(2.0)}, 8)
     assert sums.means(2) == {"loss": 9.0, "CELoss": 2.0} and seen == [(16.0, 8)]
+
+
+def test_nan_weights_after_a_finite_loss_are_never_saved(tmp_path):
+    """The loss is read only on logged lines and a backward can turn the weights NaN while the
+    loss stays finite (BatchNorm over 2 values at 1 x 1): the save refuses them, naming them."""
+    import types
+
+    import paddle
+
+    from ppcls.engine.engine import Engine, TrainingDiverged
+
+    model = paddle.nn.Sequential(paddle.nn.Linear(3, 4), paddle.nn.BatchNorm1D(4))
+    fake = types.SimpleNamespace(bare_model=model, output_dir=str(tmp_path), rank=0,
+                                 _last_checkpoint_note=lambda: "no checkpoint was written before it")
+    Engine._check_params(fake, 3)  # finite: nothing to say
+    weight = model[0].weight.numpy()
+    weight[1, 2] = np.nan
+    model[0].weight.set_value(weight)
+    with pytest.raises(TrainingDiverged, match=r"the weights hold NaN/Inf after epoch 3 \(0\.weight\) "
+                                               r"although the logged loss was finite"):
+        Engine._check_params(fake, 3)
+    # the real save path checks first: nothing is written
+    fake._check_params = lambda epoch: Engine._check_params(fake, epoch)
+    with pytest.raises(TrainingDiverged):
+        Engine._save(fake, ["latest"], 3)
+    assert os.listdir(tmp_path) == []

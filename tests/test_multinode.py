@@ -62,7 +62,7 @@ def _kill(tag):
 class _Job:
     """Launch commands (one per node), each tagged so that its whole tree can be killed."""
 
-    def __init__(self, tmp, name, root, extra=(), nodes=2):
+    def __init__(self, tmp, name, root, extra=(), nodes=2, hold=None):
         self.tmp, self.procs, self.tags = tmp, [], []
         self.trace = tmp / f"trace_{name}"
         overrides = tiny_overrides(root, str(tmp / "out"), epochs=EPOCHS, save_interval=1,
@@ -79,6 +79,8 @@ class _Job:
             cmd = [sys.executable, "-m", "paddle.distributed.launch", *launch,
                    "--log_dir", str(tmp / f"log_{name}_{node}")] + tool
             e = env(PPCLS_TRACE_DIR=self.trace, **dict([tag.split("=")]))
+            if hold:  # e.g. "1:4": rank 1 waits after its 4th step until the test kills it
+                e["PPCLS_TRACE_HOLD"] = hold
             self.procs.append(subprocess.Popen(cmd, cwd=os.path.dirname(os.path.dirname(TRAIN)), env=e,
                                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                                text=True, start_new_session=True))
@@ -129,11 +131,13 @@ def test_two_nodes_train_as_two_processes_and_survive_a_killed_node(tiny_data, t
 
         # Two nodes; node 1 (launcher and worker) is SIGKILLed in the middle of epoch 2.
         for attempt in range(START_ATTEMPTS):
-            job = _Job(tmp_path / f"two{attempt}", "two", root)
+            # rank 1 holds after its first step of epoch 2 (a fast machine would otherwise
+            # finish the run between two polls)
+            job = _Job(tmp_path / f"two{attempt}", "two", root, hold=f"1:{STEPS + 1}")
             jobs.append(job)
             deadline = time.time() + TIMEOUT
             started = True
-            while len(job.records(1)) < STEPS + 1:
+            while not (job.trace / "hold.rank1").exists():
                 assert time.time() < deadline, "timed out waiting for the two nodes' steps"
                 if any(p.poll() is not None for p in job.procs):
                     started = False

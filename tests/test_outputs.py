@@ -78,7 +78,7 @@ class _Full:
         return iter(self._f)
 
 
-_open, _os_open, _mkdir = builtins.open, os.open, os.mkdir
+_open, _os_open, _fdopen, _mkdir = builtins.open, os.open, os.fdopen, os.mkdir
 
 
 def fault_open(file, mode="r", *args, **kwargs):
@@ -90,10 +90,23 @@ def fault_open(file, mode="r", *args, **kwargs):
     return _open(file, mode, *args, **kwargs)
 
 
+_written_fds = {}  # fd -> path of files os.open'ed for writing under PREFIX (for os.fdopen)
+
+
 def fault_os_open(path, flags, *args, **kwargs):
-    if KIND == "erofs" and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT) and _active(path):
+    writing = flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)
+    if KIND == "erofs" and writing and _active(path):
         _fail(path)
-    return _os_open(path, flags, *args, **kwargs)
+    fd = _os_open(path, flags, *args, **kwargs)
+    if writing and _under(path):
+        _written_fds[fd] = path
+    return fd
+
+
+def fault_fdopen(fd, *args, **kwargs):  # the log file: os.open(O_NOFOLLOW), then os.fdopen
+    f = _fdopen(fd, *args, **kwargs)
+    path = _written_fds.pop(fd, None)
+    return _Full(f, path) if path is not None else f
 
 
 def fault_mkdir(path, *args, **kwargs):
@@ -102,7 +115,7 @@ def fault_mkdir(path, *args, **kwargs):
     return _mkdir(path, *args, **kwargs)
 
 
-builtins.open, os.open, os.mkdir = fault_open, fault_os_open, fault_mkdir
+builtins.open, os.open, os.fdopen, os.mkdir = fault_open, fault_os_open, fault_fdopen, fault_mkdir
 tool = sys.argv[1]
 sys.argv = sys.argv[1:]
 sys.path.insert(0, os.path.dirname(tool))

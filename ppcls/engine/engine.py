@@ -300,6 +300,7 @@ class Engine:
     def _save(self, names, epoch):
         if not names:
             return
+        self._check_params(epoch)
         # every rank's own generators (a collective, so before the rank-0 test); rank 0 writes
         rng_ranks = checkpoint.gather_rng_states(self.device, self.world_size)
         if self.rank != 0:
@@ -351,6 +352,23 @@ class Engine:
         return self.model.no_sync()
 
     grad_sync_every_batch = False  # True: all-reduce every micro-batch (before issue 20; tests)
+
+    def _check_params(self, epoch):
+        """A step whose loss was finite can still leave NaN/Inf in the weights (an exploding
+        gradient in its backward); such weights are never saved (one read of all flags; the
+        weights are the same on every rank, so every rank stops)."""
+        params = [(n, p) for n, p in self.bare_model.named_parameters()
+                  if p.dtype in (paddle.float32, paddle.float16, paddle.bfloat16, paddle.float64)]
+        if not params:
+            return
+        bad = paddle.stack([paddle.logical_not(paddle.isfinite(p).all()) for _, p in params]).numpy()
+        if bad.any():
+            names = [n for (n, _), b in zip(params, bad) if b]
+            shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+            raise TrainingDiverged(
+                f"the weights hold NaN/Inf after epoch {epoch} ({shown}) although the logged loss "
+                f"was finite: training stopped before saving them; {self._last_checkpoint_note()} "
+                "(lower Optimizer.lr.learning_rate, or set Optimizer.clip_norm?)")
 
     def _check_loss(self, loss_value, epoch, it, lr_now, since):
         if not math.isfinite(loss_value):

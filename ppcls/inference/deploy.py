@@ -48,6 +48,17 @@ def format_result(result):
             f"score(s): {scores}, label_name(s): {result.get('label_names', [])}")
 
 
+def check_input_shape(shape, record, model_dir):
+    """``shape`` (one preprocessed image, ``[C, H, W]``) must be the export's
+    ``Global.image_shape``: a model exported at 64 px gives wrong answers (Paddle Inference) or
+    fails inside ONNX Runtime on 224 px input. Raises ``ConfigError`` naming both sizes."""
+    exported = ((record or {}).get("Global") or {}).get("image_shape")
+    if exported and list(shape) != [int(v) for v in exported]:
+        raise ConfigError(f"PreProcess.transform_ops make {list(shape)} inputs, but {model_dir} was "
+                          f"exported for {list(exported)} (Global.image_shape in its inference.yml): "
+                          "use the export's preprocessing (leave PreProcess out of the config)")
+
+
 def _sections(cfg, record, model_dir):
     """``(transform_ops, postprocess section, output_is_softmax)`` from the config and inference.yml."""
     record = record or {}
@@ -123,8 +134,6 @@ def predict_cls(cfg, emit=print):
     if warmup:  # on the first readable batch, untimed (its errors are reported by the real pass)
         for _, batch in ImageBatches(paths, load, batch_size=batch_size, stream=io.StringIO()):
             if exported_shape:
-                from ppcls.inference.evaluate import check_input_shape
-
                 check_input_shape(batch.shape[1:], record, model_dir)
             for _ in range(warmup):
                 predictor.run(batch)
@@ -140,8 +149,6 @@ def predict_cls(cfg, emit=print):
         except StopIteration:
             break
         if exported_shape:  # the first batch: a size the export was not made for is an error
-            from ppcls.inference.evaluate import check_input_shape
-
             check_input_shape(batch.shape[1:], record, model_dir)
             exported_shape = None
         if timer:

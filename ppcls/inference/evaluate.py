@@ -17,17 +17,6 @@ from ppcls.inference.predictor import create_predictor
 from ppcls.utils.errors import ConfigError, DataError
 
 
-def check_input_shape(shape, record, model_dir):
-    """``shape`` (one preprocessed image, ``[C, H, W]``) must be the export's
-    ``Global.image_shape``: a model exported at 64 px gives wrong answers (Paddle Inference) or
-    fails inside ONNX Runtime on 224 px input. Raises ``ConfigError`` naming both sizes."""
-    exported = ((record or {}).get("Global") or {}).get("image_shape")
-    if exported and list(shape) != [int(v) for v in exported]:
-        raise ConfigError(f"PreProcess.transform_ops make {list(shape)} inputs, but {model_dir} was "
-                          f"exported for {list(exported)} (Global.image_shape in its inference.yml): "
-                          "use the export's preprocessing (leave PreProcess out of the config)")
-
-
 def evaluate_export(model_dir, list_file, image_root, batch_size=32, options=None, topk=5):
     """Top-1 and top-k accuracy of the export in ``model_dir`` on ``list_file``.
 
@@ -36,7 +25,7 @@ def evaluate_export(model_dir, list_file, image_root, batch_size=32, options=Non
     """
     from ppcls.data.dataset import read_list_file
     from ppcls.data.preprocess import create_operators, decode_image, transform
-    from ppcls.inference.deploy import _sections
+    from ppcls.inference.deploy import _sections, check_input_shape
 
     record = read_inference_yml(model_dir)
     if record is None:
@@ -79,4 +68,4 @@ def evaluate_export(model_dir, list_file, image_root, batch_size=32, options=Non
             "precision": described["precision"]}
 
 
-__all__ = ["evaluate_export", "check_input_shape"]
+__all__ = ["evaluate_export"]
