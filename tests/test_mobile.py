@@ -136,9 +136,11 @@ def deploy_predict(model_dir, images, *extra, capsys=None):
 
 FLOAT_TOL = 1e-4  # the issue's bound on max |prob diff| for the float paths
 # fp16 weights round every weight to 11 significant bits (relative error up to 2**-11 = 4.9e-4),
-# which moves the probabilities of this model by up to ~1.5e-3: 1e-4 is out of reach for fp16
-# weights, so fp16 keeps the float paths' top-1 rule with its own, stated bound (docs/mobile.md).
-FP16_TOL = 1e-2
+# which moves the probabilities of this model by up to ~1.5e-3 (measured): 1e-4 is out of reach
+# for fp16 weights, so fp16 has its own, stated bound (docs/mobile.md). An image whose two best
+# classes are closer than 2 x FP16_TOL in the dygraph reference may swap them under that bound;
+# every other image must keep its top-1 (which the bound alone already implies for them).
+FP16_TOL = 5e-3
 # (test id, sub-folder of the export, overrides, the back-end the log must name, precision, tol)
 FLOAT_PATHS = [
     ("paddle_inference", "", ["Global.use_onnx=False"], "paddle_inference", "fp32", FLOAT_TOL),
@@ -176,8 +178,13 @@ def test_parity_float_path(mobile_export, reference, digits32, subdir, extra, ba
                            tol, capsys):
     probs = _backend_run(mobile_export, reference, digits32, subdir, extra, backend, precision, capsys)
     expected = reference["probs"]
-    assert (probs.argmax(1) == expected.argmax(1)).all(), "top-1 differs on some image"
-    assert np.abs(probs - expected).max() <= tol
+    same = probs.argmax(1) == expected.argmax(1)
+    if tol > FLOAT_TOL:  # fp16 weights: a near tie in the reference may swap (see FP16_TOL)
+        top2 = np.sort(expected, axis=1)[:, -2:]
+        same |= top2[:, 1] - top2[:, 0] <= 2 * tol
+    diff = np.abs(probs - expected).max()
+    assert same.all(), f"top-1 differs on {int((~same).sum())} image(s) (max |prob diff| {diff:.2g})"
+    assert diff <= tol, f"max |prob diff| {diff:.2g} > {tol:g}"
 
 
 @pytest.mark.parametrize("subdir, extra, backend, precision",
