@@ -18,6 +18,7 @@ The image stays ``[H, W, C]`` through a dataset's list: as in PaddleClas, the da
 
 import math
 import os
+import threading
 
 import numpy as np
 from PIL import Image
@@ -447,48 +448,86 @@ def _blend_lut(base, factor):
     return np.clip(base + np.float32(factor) * (levels - base), 0, 255).astype(np.uint8)
 
 
-# PIL's RGB -> L weights (ITU-R 601-2 in 16-bit fixed point): exact in float32, and so is every
-# weighted sum of 8-bit values (< 2^24), so float32 arithmetic gives PIL's grey values exactly.
-_GREY_WEIGHTS = np.array([19595, 38470, 7471], np.float32) / np.float32(65536)
+# PIL's RGB -> L weights (ITU-R 601-2 in 16-bit fixed point) and its rounding 0.5, as one
+# [1, 4] matrix: every weight is k / 65536, so each product of an 8-bit value and each partial
+# sum is a multiple of 1/65536 below 2^24 / 65536 - exact in float32 and in double, in any order
+# and with or without fused multiply-add. Floored, the sum is PIL's grey value exactly.
+_GREY_MATRIX = np.array([[19595, 38470, 7471, 32768]], np.float32) / np.float32(65536)
+_SCRATCH = threading.local()  # each thread's float32 work buffers for jitter_uint8
 
 
-def _grey(rgb_f32):
-    """PIL's ``convert("L")`` of a float32 [H, W, 3] image with integer values, as float32 [H, W]."""
-    return np.floor(rgb_f32 @ _GREY_WEIGHTS + np.float32(0.5))
+def _scratch(shape):
+    """This thread's float32 buffers for a [H, W, 3] image: (rgb [H, W, 3], grey [H, W],
+    grey on three channels [H, W, 3]), views of buffers kept between calls (grown as needed):
+    no fresh pages to fault in for every image."""
+    h, w = shape[:2]
+    n = h * w
+    buf = getattr(_SCRATCH, "buf", None)
+    if buf is None or buf.size < 7 * n:
+        buf = _SCRATCH.buf = np.empty(7 * n, np.float32)
+    return buf[:3 * n].reshape(h, w, 3), buf[3 * n:4 * n].reshape(h, w), buf[4 * n:7 * n].reshape(h, w, 3)
 
 
-def _apply_lut(arr, lut):
+def _grey_into(arr, rgb, grey):
+    """PIL's ``convert("L")`` of the uint8 [H, W, 3] ``arr``, as float32 in ``grey``; ``rgb``
+    receives ``arr`` as float32."""
+    np.copyto(rgb, arr)
     cv2 = _import_cv2()
-    return cv2.LUT(arr, lut) if cv2 is not None else lut[arr]
+    if cv2 is not None:
+        cv2.transform(rgb, _GREY_MATRIX, dst=grey)
+    else:
+        np.matmul(rgb, _GREY_MATRIX[0, :3], out=grey)
+        np.add(grey, _GREY_MATRIX[0, 3], out=grey)
+    return np.floor(grey, out=grey)
+
+
+def _lookup_into(arr, lut, owned):
+    """``lut`` applied to ``arr``, in place when ``owned`` (an intermediate of ours)."""
+    cv2 = _import_cv2()
+    if cv2 is None:
+        return lut[arr]
+    return cv2.LUT(arr, lut, dst=arr) if owned else cv2.LUT(arr, lut)
 
 
 def jitter_uint8(arr, draws):
     """``ColorJitter``'s adjustments ``draws`` ((name, factor) in order) on a uint8 [H, W, 3] RGB
     array with PIL ``ImageEnhance``'s arithmetic: ``Image.blend`` (float32
     ``base + factor * (v - base)``, clipped, truncated) against black (brightness), the rounded
-    mean of the grey image (contrast) - a lookup table each - and the grey image (saturation)."""
-    arr = np.ascontiguousarray(arr)
+    mean of the grey image (contrast) - a lookup table each - and the grey image (saturation).
+    ``arr`` itself is left alone; the result is a new array."""
+    arr, owned = np.ascontiguousarray(arr), False
     for key, factor in draws:
         if key == "brightness":
-            arr = _apply_lut(arr, _blend_lut(0, factor))
+            arr = _lookup_into(arr, _blend_lut(0, factor), owned)
         elif key == "contrast":
-            mean = int(_grey(arr.astype(np.float32)).mean(dtype=np.float64) + 0.5)  # ImageStat's, rounded
-            arr = _apply_lut(arr, _blend_lut(mean, factor))
+            rgb, grey, _ = _scratch(arr.shape)
+            _grey_into(arr, rgb, grey)
+            # ImageStat's mean, rounded: the sum of integers is exact in double (cv2 and numpy
+            # both accumulate float32 in double here), so the mean is that of PIL.
+            cv2 = _import_cv2()
+            total = cv2.sumElems(grey)[0] if cv2 is not None else float(grey.sum(dtype=np.float64))
+            arr = _lookup_into(arr, _blend_lut(int(total / grey.size + 0.5), factor), owned)
         elif key == "saturation":
-            rgb = arr.astype(np.float32)
-            grey = _grey(rgb)
+            rgb, grey, grey3 = _scratch(arr.shape)
+            _grey_into(arr, rgb, grey)
             cv2 = _import_cv2()  # the grey image on all three channels: same-shape arithmetic is faster
-            grey = cv2.merge([grey, grey, grey]) if cv2 is not None else np.repeat(grey[..., None], 3, axis=2)
-            np.subtract(rgb, grey, out=rgb)  # in place: grey + factor * (rgb - grey)
+            if cv2 is not None:
+                cv2.merge([grey, grey, grey], dst=grey3)
+            else:
+                grey3[...] = grey[..., None]
+            np.subtract(rgb, grey3, out=rgb)  # in place: grey + factor * (rgb - grey)
             np.multiply(rgb, np.float32(factor), out=rgb)
-            np.add(rgb, grey, out=rgb)
+            np.add(rgb, grey3, out=rgb)
             if factor > 1:  # a blend within [0, 1] stays within 0..255
                 np.clip(rgb, 0, 255, out=rgb)
-            arr = rgb.astype(np.uint8)
+            if not owned:
+                arr = np.empty(arr.shape, np.uint8)
+            np.copyto(arr, rgb, casting="unsafe")  # truncates, as astype(uint8) and PIL do
         else:
             from paddle.vision.transforms import functional as F
 
             arr = np.asarray(F.adjust_hue(Image.fromarray(arr), factor))
+        owned = arr.flags.writeable  # ours from here on (PIL's arrays may be read-only)
     return arr
 
 
