@@ -570,6 +570,12 @@ class NormalizeImage:
             self._table = np.ascontiguousarray(out.astype(np.float16 if self.output_fp16 else np.float32))
         return self._table
 
+    def columns(self):
+        """``table()`` as three contiguous [1, 256] float32 tables, one per channel (for cv2.LUT)."""
+        if getattr(self, "_columns", None) is None:
+            self._columns = [np.ascontiguousarray(self.table()[:, c].reshape(1, 256)) for c in range(3)]
+        return self._columns
+
     def __call__(self, img, rng=None):
         arr = _as_array(img)
         axis = 0 if self.chw else 2
@@ -588,11 +594,18 @@ class NormalizeImage:
 
     def to_chw(self, img, rng=None):
         """This op (``order: ''``) followed by the [H, W, C] -> [C, H, W] step, in one: a uint8
-        image is made channel-first first (a quarter of the bytes to move) and looked up per plane."""
+        image is split into its planes first (a quarter of the bytes to move) and each plane is
+        looked up straight into its place in the output."""
         arr = _as_array(img)
         if self.chw or arr.dtype != np.uint8 or self.channel_num != 3 or arr.ndim != 3 or arr.shape[2] != 3:
             return ToCHWImage()(self(arr))
-        return self._lookup(np.ascontiguousarray(arr.transpose(2, 0, 1)), 0)
+        cv2 = _import_cv2()
+        if cv2 is None or self.output_fp16:
+            return self._lookup(np.ascontiguousarray(arr.transpose(2, 0, 1)), 0)
+        out = np.empty((3,) + arr.shape[:2], np.float32)  # split into planes, each looked up into its place
+        for c, plane in enumerate(cv2.split(np.ascontiguousarray(arr))):
+            cv2.LUT(plane, self.columns()[c], dst=out[c])
+        return out
 
     def _lookup(self, arr, axis):
         """A uint8 image through ``table()``: one lookup per value instead of float arithmetic."""
@@ -602,8 +615,8 @@ class NormalizeImage:
             return cv2.LUT(np.ascontiguousarray(arr), table.reshape(1, 256, 3)).reshape(arr.shape)
         out = np.empty(arr.shape, table.dtype)
         if cv2 is not None and axis == 0 and table.dtype == np.float32:
-            for c in range(3):
-                out[c] = cv2.LUT(arr[c], table[:, c].reshape(1, 256))
+            for c, column in enumerate(self.columns()):
+                cv2.LUT(np.ascontiguousarray(arr[c]), column, dst=out[c])
             return out
         for c in range(3):
             index = (slice(None),) * axis + (c,)
