@@ -249,12 +249,12 @@ def _cases(tmp_path):
     deep = (photo(60, 80)[:, :, 0].astype(np.uint16) * 257)
     good = jpeg(rgb)
     rotated = jpeg(rgb, exif=exif.tobytes())
+    comment = b"\xff\xfe" + (40002).to_bytes(2, "big") + b" " * 40000  # a COM segment of 40 KB
     files = {
         "cmyk.jpg": jpeg(Image.fromarray(rgb).convert("CMYK")),
         "grey.jpg": jpeg(Image.fromarray(rgb[:, :, 1], "L")),
         "rotated.jpg": rotated,
-        # the EXIF segment behind 80 KB of comments (the fast reader still finds it)
-        "rotated_late.jpg": rotated[:2] + (b"\xff\xfe" + (40002).to_bytes(2, "big") + b" " * 40000) * 2 + rotated[2:],
+        "rotated_late.jpg": rotated[:2] + comment * 2 + rotated[2:],  # EXIF behind 80 KB of comments
         "plain.jpg": good,
         "truncated.jpg": good[: len(good) // 2],
         "notes.jpg": b"a text file, not a picture\n",
