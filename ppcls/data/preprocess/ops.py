@@ -602,9 +602,13 @@ class NormalizeImage:
         cv2 = _import_cv2()
         if cv2 is None or self.output_fp16:
             return self._lookup(np.ascontiguousarray(arr.transpose(2, 0, 1)), 0)
-        out = np.empty((3,) + arr.shape[:2], np.float32)  # split into planes, each looked up into its place
-        for c, plane in enumerate(cv2.split(np.ascontiguousarray(arr))):
-            cv2.LUT(plane, self.columns()[c], dst=out[c])
+        planes = getattr(_SCRATCH, "planes", None)  # this thread's uint8 planes, reused
+        if planes is None or planes.size < arr.size:
+            planes = _SCRATCH.planes = np.empty(max(arr.size, 3 << 16), np.uint8)
+        planes = channel_planes(arr, planes[:arr.size].reshape((3,) + arr.shape[:2]))
+        out = np.empty(planes.shape, np.float32)  # each plane looked up straight into its place
+        for plane, column, dst in zip(planes, self.columns(), out):
+            cv2.LUT(plane, column, dst=dst)
         return out
 
     def _lookup(self, arr, axis):
@@ -637,4 +641,20 @@ class ToCHWImage:
         arr = _as_array(img)
         if arr.ndim == 2:
             arr = arr[:, :, None]
+        if arr.ndim == 3 and arr.shape[2] in (3, 4) and arr.dtype in (np.uint8, np.float32):
+            return channel_planes(arr, np.empty((arr.shape[2],) + arr.shape[:2], arr.dtype))
         return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+def channel_planes(arr, out):
+    """The channels of the [H, W, C] ``arr`` written into ``out`` [C, H, W] and returned: one
+    ``cv2.split`` pass straight into ``out``'s planes (a strided numpy copy without OpenCV)."""
+    cv2 = _import_cv2()
+    if cv2 is None:
+        np.copyto(out, arr.transpose(2, 0, 1))
+        return out
+    planes = cv2.split(np.ascontiguousarray(arr), list(out))
+    for plane, dst in zip(planes, out):
+        if plane.ctypes.data != dst.ctypes.data:  # an OpenCV that returned new arrays instead
+            dst[...] = plane
+    return out
