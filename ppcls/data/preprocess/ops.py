@@ -494,20 +494,26 @@ def jitter_uint8(arr, draws):
     array with PIL ``ImageEnhance``'s arithmetic: ``Image.blend`` (float32
     ``base + factor * (v - base)``, clipped, truncated) against black (brightness), the rounded
     mean of the grey image (contrast) - a lookup table each - and the grey image (saturation).
-    ``arr`` itself is left alone; the result is a new array."""
-    arr, owned = np.ascontiguousarray(arr), False
+    ``arr`` itself is left alone; the result is a new array. A table waits until the pixels are
+    needed, so contrast then brightness is one pass (the two tables composed)."""
+    arr, owned, table = np.ascontiguousarray(arr), False, None  # table: a lookup not applied yet
     for key, factor in draws:
         if key == "brightness":
-            arr = _lookup_into(arr, _blend_lut(0, factor), owned)
-        elif key == "contrast":
+            lut = _blend_lut(0, factor)
+            table = lut if table is None else lut[table]
+            continue
+        if table is not None:
+            arr, owned, table = _lookup_into(arr, table, owned), True, None
+        if key == "contrast":
             rgb, grey, _ = _scratch(arr.shape)
             _grey_into(arr, rgb, grey)
             # ImageStat's mean, rounded: the sum of integers is exact in double (cv2 and numpy
             # both accumulate float32 in double here), so the mean is that of PIL.
             cv2 = _import_cv2()
             total = cv2.sumElems(grey)[0] if cv2 is not None else float(grey.sum(dtype=np.float64))
-            arr = _lookup_into(arr, _blend_lut(int(total / grey.size + 0.5), factor), owned)
-        elif key == "saturation":
+            table = _blend_lut(int(total / grey.size + 0.5), factor)
+            continue
+        if key == "saturation":
             rgb, grey, grey3 = _scratch(arr.shape)
             _grey_into(arr, rgb, grey)
             cv2 = _import_cv2()  # the grey image on all three channels: same-shape arithmetic is faster
@@ -528,7 +534,7 @@ def jitter_uint8(arr, draws):
 
             arr = np.asarray(F.adjust_hue(Image.fromarray(arr), factor))
         owned = arr.flags.writeable  # ours from here on (PIL's arrays may be read-only)
-    return arr
+    return arr if table is None else _lookup_into(arr, table, owned)
 
 
 @OPS.register
