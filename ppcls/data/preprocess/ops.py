@@ -440,12 +440,17 @@ class ColorJitter:
         return np.asarray(pil)
 
 
+_LEVELS = np.arange(256, dtype=np.float32)  # the 256 grey levels, for the tables below
+
+
 def _blend_lut(base, factor):
     """PIL's ``Image.blend(constant base, image, factor)`` for every grey level, as a 256-entry
     table: ``base + factor * (v - base)`` in float32, clipped, truncated (PIL's Blend.c)."""
-    levels = np.arange(256, dtype=np.float32)
     base = np.float32(base)
-    return np.clip(base + np.float32(factor) * (levels - base), 0, 255).astype(np.uint8)
+    out = _LEVELS - base
+    out *= np.float32(factor)
+    out += base
+    return np.clip(out, 0, 255, out=out).astype(np.uint8)
 
 
 # PIL's RGB -> L weights (ITU-R 601-2 in 16-bit fixed point) and its rounding 0.5, as one
