@@ -473,11 +473,16 @@ def _scratch(shape):
     return buf[:3 * n].reshape(h, w, 3), buf[3 * n:4 * n].reshape(h, w), buf[4 * n:7 * n].reshape(h, w, 3)
 
 
-def _grey_into(arr, rgb, grey):
-    """PIL's ``convert("L")`` of the uint8 [H, W, 3] ``arr``, as float32 in ``grey``; ``rgb``
-    receives ``arr`` as float32."""
-    np.copyto(rgb, arr)
+def _grey_into(arr, rgb, grey, table=None):
+    """PIL's ``convert("L")`` of the uint8 [H, W, 3] ``arr`` (through the uint8 lookup ``table``
+    first, when given), as float32 in ``grey``; ``rgb`` receives that image as float32."""
     cv2 = _import_cv2()
+    if table is None:
+        np.copyto(rgb, arr)
+    elif cv2 is not None:  # one pass: the table's values as float32, looked up straight into rgb
+        cv2.LUT(arr, table.astype(np.float32), dst=rgb)
+    else:
+        np.copyto(rgb, table[arr])
     if cv2 is not None:
         cv2.transform(rgb, _GREY_MATRIX, dst=grey)
     else:
@@ -499,28 +504,27 @@ def jitter_uint8(arr, draws):
     array with PIL ``ImageEnhance``'s arithmetic: ``Image.blend`` (float32
     ``base + factor * (v - base)``, clipped, truncated) against black (brightness), the rounded
     mean of the grey image (contrast) - a lookup table each - and the grey image (saturation).
-    ``arr`` itself is left alone; the result is a new array. A table waits until the pixels are
-    needed, so contrast then brightness is one pass (the two tables composed)."""
+    ``arr`` itself is left alone; the result is a new array. Brightness and contrast tables wait
+    until the pixels are needed and compose meanwhile, and the float32 copy the grey image needs
+    is looked up through the waiting table: without hue, at most one uint8 lookup pass."""
     arr, owned, table = np.ascontiguousarray(arr), False, None  # table: a lookup not applied yet
     for key, factor in draws:
         if key == "brightness":
             lut = _blend_lut(0, factor)
             table = lut if table is None else lut[table]
-            continue
-        if table is not None:
-            arr, owned, table = _lookup_into(arr, table, owned), True, None
-        if key == "contrast":
+        elif key == "contrast":
             rgb, grey, _ = _scratch(arr.shape)
-            _grey_into(arr, rgb, grey)
+            _grey_into(arr, rgb, grey, table)
             # ImageStat's mean, rounded: the sum of integers is exact in double (cv2 and numpy
             # both accumulate float32 in double here), so the mean is that of PIL.
             cv2 = _import_cv2()
             total = cv2.sumElems(grey)[0] if cv2 is not None else float(grey.sum(dtype=np.float64))
-            table = _blend_lut(int(total / grey.size + 0.5), factor)
-            continue
-        if key == "saturation":
+            lut = _blend_lut(int(total / grey.size + 0.5), factor)
+            table = lut if table is None else lut[table]
+        elif key == "saturation":
             rgb, grey, grey3 = _scratch(arr.shape)
-            _grey_into(arr, rgb, grey)
+            _grey_into(arr, rgb, grey, table)
+            table = None
             cv2 = _import_cv2()  # the grey image on all three channels: same-shape arithmetic is faster
             if cv2 is not None:
                 cv2.merge([grey, grey, grey], dst=grey3)
@@ -532,13 +536,15 @@ def jitter_uint8(arr, draws):
             if factor > 1:  # a blend within [0, 1] stays within 0..255
                 np.clip(rgb, 0, 255, out=rgb)
             if not owned:
-                arr = np.empty(arr.shape, np.uint8)
+                arr, owned = np.empty(arr.shape, np.uint8), True
             np.copyto(arr, rgb, casting="unsafe")  # truncates, as astype(uint8) and PIL do
         else:
             from paddle.vision.transforms import functional as F
 
+            if table is not None:
+                arr, owned, table = _lookup_into(arr, table, owned), True, None
             arr = np.asarray(F.adjust_hue(Image.fromarray(arr), factor))
-        owned = arr.flags.writeable  # ours from here on (PIL's arrays may be read-only)
+            owned = arr.flags.writeable  # ours (PIL's arrays may be read-only)
     return arr if table is None else _lookup_into(arr, table, owned)
 
 
