@@ -248,10 +248,13 @@ def _cases(tmp_path):
     exif[0x0112] = 6  # displayed rotated 90 degrees clockwise
     deep = (photo(60, 80)[:, :, 0].astype(np.uint16) * 257)
     good = jpeg(rgb)
+    rotated = jpeg(rgb, exif=exif.tobytes())
+    comment = b"\xff\xfe" + (40002).to_bytes(2, "big") + b" " * 40000  # a COM segment of 40 KB
     files = {
         "cmyk.jpg": jpeg(Image.fromarray(rgb).convert("CMYK")),
         "grey.jpg": jpeg(Image.fromarray(rgb[:, :, 1], "L")),
-        "rotated.jpg": jpeg(rgb, exif=exif.tobytes()),
+        "rotated.jpg": rotated,
+        "rotated_late.jpg": rotated[:2] + comment * 2 + rotated[2:],  # EXIF behind 80 KB of comments
         "plain.jpg": good,
         "truncated.jpg": good[: len(good) // 2],
         "notes.jpg": b"a text file, not a picture\n",
@@ -264,8 +267,9 @@ def _cases(tmp_path):
 
 
 def test_reader_odd_and_broken_images_behave_as_before(tmp_path):
-    """CMYK, grey, 16-bit PNG, EXIF-rotated, truncated, not-an-image, empty: the fused op gives
-    what DecodeImage + RandCropImage give (the same image, or the same one-line error)."""
+    """CMYK, grey, 16-bit PNG, EXIF-rotated (EXIF first or behind 80 KB of comments), truncated,
+    not-an-image, empty: the fused op gives what DecodeImage + RandCropImage give (the same
+    image, or the same one-line error)."""
     fused, decode, crop = fused_pair(24, "bilinear")
     for path in _cases(tmp_path):
         try:
@@ -277,7 +281,7 @@ def test_reader_odd_and_broken_images_behave_as_before(tmp_path):
             continue
         out = fused(str(path), np.random.default_rng(5))
         assert out.shape == ref.shape == (24, 24, 3), path.name
-        if path.name in ("cmyk.jpg", "rotated.jpg", "deep.png"):  # not the fast path: the same pixels
+        if path.name in ("cmyk.jpg", "rotated.jpg", "rotated_late.jpg", "deep.png"):  # not the fast path: the same pixels
             assert np.array_equal(out, ref), path.name
         else:
             assert np.abs(out.astype(int) - ref).mean() < 4.0, path.name

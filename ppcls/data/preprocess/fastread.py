@@ -54,7 +54,7 @@ def jpeg_size(data):
     RGB or grey, upright), from its header alone; ``None`` for anything else."""
     if data[:3] != b"\xff\xd8\xff":
         return None
-    if data.find(b"Exif\x00\x00", 0, 65536) >= 0 and _exif_orientation(data) != 1:
+    if _has_exif(data) and _exif_orientation(data) != 1:
         return None
     if simplejpeg is not None:
         try:
@@ -75,6 +75,28 @@ def jpeg_size(data):
     if h <= 0 or w <= 0 or (limit is not None and w * h > limit):
         return None
     return h, w
+
+
+def _has_exif(data):
+    """Whether the JPEG ``data`` has an APP1 ``Exif`` segment among the segments before its
+    image data (a walk over the segment headers: a few hundred bytes, not a scan of the file).
+    A header the walk cannot follow answers True (PIL then reads the EXIF, if any)."""
+    pos, end = 2, len(data)
+    while pos + 4 <= end:
+        if data[pos] != 0xFF:
+            return True
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+        elif marker == 0xDA:  # start of scan: no EXIF after this point
+            return False
+        elif marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
+            pos += 2
+        else:
+            if marker == 0xE1 and data[pos + 4:pos + 10] == b"Exif\x00\x00":
+                return True
+            pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+    return True
 
 
 def _exif_orientation(data):

@@ -18,6 +18,7 @@ The image stays ``[H, W, C]`` through a dataset's list: as in PaddleClas, the da
 
 import math
 import os
+import threading
 
 import numpy as np
 from PIL import Image
@@ -439,57 +440,112 @@ class ColorJitter:
         return np.asarray(pil)
 
 
+_LEVELS = np.arange(256, dtype=np.float32)  # the 256 grey levels, for the tables below
+
+
 def _blend_lut(base, factor):
     """PIL's ``Image.blend(constant base, image, factor)`` for every grey level, as a 256-entry
     table: ``base + factor * (v - base)`` in float32, clipped, truncated (PIL's Blend.c)."""
-    levels = np.arange(256, dtype=np.float32)
     base = np.float32(base)
-    return np.clip(base + np.float32(factor) * (levels - base), 0, 255).astype(np.uint8)
+    out = _LEVELS - base
+    out *= np.float32(factor)
+    out += base
+    return np.clip(out, 0, 255, out=out).astype(np.uint8)
 
 
-# PIL's RGB -> L weights (ITU-R 601-2 in 16-bit fixed point): exact in float32, and so is every
-# weighted sum of 8-bit values (< 2^24), so float32 arithmetic gives PIL's grey values exactly.
-_GREY_WEIGHTS = np.array([19595, 38470, 7471], np.float32) / np.float32(65536)
+# PIL's RGB -> L weights (ITU-R 601-2 in 16-bit fixed point) and its rounding 0.5, as one
+# [1, 4] matrix: every weight is k / 65536, so each product of an 8-bit value and each partial
+# sum is a multiple of 1/65536 below 2^24 / 65536 - exact in float32 and in double, in any order
+# and with or without fused multiply-add. Floored, the sum is PIL's grey value exactly.
+_GREY_MATRIX = np.array([[19595, 38470, 7471, 32768]], np.float32) / np.float32(65536)
+_SCRATCH = threading.local()  # each thread's float32 work buffers for jitter_uint8
 
 
-def _grey(rgb_f32):
-    """PIL's ``convert("L")`` of a float32 [H, W, 3] image with integer values, as float32 [H, W]."""
-    return np.floor(rgb_f32 @ _GREY_WEIGHTS + np.float32(0.5))
+def _scratch(shape):
+    """This thread's float32 buffers for a [H, W, 3] image: (rgb [H, W, 3], grey [H, W],
+    grey on three channels [H, W, 3]), views of buffers kept between calls (grown as needed):
+    no fresh pages to fault in for every image."""
+    h, w = shape[:2]
+    n = h * w
+    buf = getattr(_SCRATCH, "buf", None)
+    if buf is None or buf.size < 7 * n:
+        buf = _SCRATCH.buf = np.empty(7 * n, np.float32)
+    return buf[:3 * n].reshape(h, w, 3), buf[3 * n:4 * n].reshape(h, w), buf[4 * n:7 * n].reshape(h, w, 3)
 
 
-def _apply_lut(arr, lut):
+def _grey_into(arr, rgb, grey, table=None):
+    """PIL's ``convert("L")`` of the uint8 [H, W, 3] ``arr`` (through the uint8 lookup ``table``
+    first, when given), as float32 in ``grey``; ``rgb`` receives that image as float32."""
     cv2 = _import_cv2()
-    return cv2.LUT(arr, lut) if cv2 is not None else lut[arr]
+    if table is None:
+        np.copyto(rgb, arr)
+    elif cv2 is not None:  # one pass: the table's values as float32, looked up straight into rgb
+        cv2.LUT(arr, table.astype(np.float32), dst=rgb)
+    else:
+        np.copyto(rgb, table[arr])
+    if cv2 is not None:
+        cv2.transform(rgb, _GREY_MATRIX, dst=grey)
+    else:
+        np.matmul(rgb, _GREY_MATRIX[0, :3], out=grey)
+        np.add(grey, _GREY_MATRIX[0, 3], out=grey)
+    return np.floor(grey, out=grey)
+
+
+def _lookup_into(arr, lut, owned):
+    """``lut`` applied to ``arr``, in place when ``owned`` (an intermediate of ours)."""
+    cv2 = _import_cv2()
+    if cv2 is None:
+        return lut[arr]
+    return cv2.LUT(arr, lut, dst=arr) if owned else cv2.LUT(arr, lut)
 
 
 def jitter_uint8(arr, draws):
     """``ColorJitter``'s adjustments ``draws`` ((name, factor) in order) on a uint8 [H, W, 3] RGB
     array with PIL ``ImageEnhance``'s arithmetic: ``Image.blend`` (float32
     ``base + factor * (v - base)``, clipped, truncated) against black (brightness), the rounded
-    mean of the grey image (contrast) - a lookup table each - and the grey image (saturation)."""
-    arr = np.ascontiguousarray(arr)
+    mean of the grey image (contrast) - a lookup table each - and the grey image (saturation).
+    ``arr`` itself is left alone; the result is a new array. Brightness and contrast tables wait
+    until the pixels are needed and compose meanwhile, and the float32 copy the grey image needs
+    is looked up through the waiting table: without hue, at most one uint8 lookup pass."""
+    arr, owned, table = np.ascontiguousarray(arr), False, None  # table: a lookup not applied yet
     for key, factor in draws:
         if key == "brightness":
-            arr = _apply_lut(arr, _blend_lut(0, factor))
+            lut = _blend_lut(0, factor)
+            table = lut if table is None else lut[table]
         elif key == "contrast":
-            mean = int(_grey(arr.astype(np.float32)).mean(dtype=np.float64) + 0.5)  # ImageStat's, rounded
-            arr = _apply_lut(arr, _blend_lut(mean, factor))
+            rgb, grey, _ = _scratch(arr.shape)
+            _grey_into(arr, rgb, grey, table)
+            # ImageStat's mean, rounded: the sum of integers is exact in double (cv2 and numpy
+            # both accumulate float32 in double here), so the mean is that of PIL.
+            cv2 = _import_cv2()
+            total = cv2.sumElems(grey)[0] if cv2 is not None else float(grey.sum(dtype=np.float64))
+            lut = _blend_lut(int(total / grey.size + 0.5), factor)
+            table = lut if table is None else lut[table]
         elif key == "saturation":
-            rgb = arr.astype(np.float32)
-            grey = _grey(rgb)
+            rgb, grey, grey3 = _scratch(arr.shape)
+            _grey_into(arr, rgb, grey, table)
+            table = None
             cv2 = _import_cv2()  # the grey image on all three channels: same-shape arithmetic is faster
-            grey = cv2.merge([grey, grey, grey]) if cv2 is not None else np.repeat(grey[..., None], 3, axis=2)
-            np.subtract(rgb, grey, out=rgb)  # in place: grey + factor * (rgb - grey)
+            if cv2 is not None:
+                cv2.merge([grey, grey, grey], dst=grey3)
+            else:
+                grey3[...] = grey[..., None]
+            np.subtract(rgb, grey3, out=rgb)  # in place: grey + factor * (rgb - grey)
             np.multiply(rgb, np.float32(factor), out=rgb)
-            np.add(rgb, grey, out=rgb)
+            np.add(rgb, grey3, out=rgb)
             if factor > 1:  # a blend within [0, 1] stays within 0..255
                 np.clip(rgb, 0, 255, out=rgb)
-            arr = rgb.astype(np.uint8)
+            if not owned:
+                arr, owned = np.empty(arr.shape, np.uint8), True
+            np.copyto(arr, rgb, casting="unsafe")  # truncates, as astype(uint8) and PIL do
         else:
             from paddle.vision.transforms import functional as F
 
+            if table is not None:
+                arr, owned, table = _lookup_into(arr, table, owned), True, None
             arr = np.asarray(F.adjust_hue(Image.fromarray(arr), factor))
-    return arr
+            owned = arr.flags.writeable  # ours (PIL's arrays may be read-only)
+    return arr if table is None else _lookup_into(arr, table, owned)
 
 
 @OPS.register
@@ -531,6 +587,12 @@ class NormalizeImage:
             self._table = np.ascontiguousarray(out.astype(np.float16 if self.output_fp16 else np.float32))
         return self._table
 
+    def columns(self):
+        """``table()`` as three contiguous [1, 256] float32 tables, one per channel (for cv2.LUT)."""
+        if getattr(self, "_columns", None) is None:
+            self._columns = [np.ascontiguousarray(self.table()[:, c].reshape(1, 256)) for c in range(3)]
+        return self._columns
+
     def __call__(self, img, rng=None):
         arr = _as_array(img)
         axis = 0 if self.chw else 2
@@ -549,11 +611,22 @@ class NormalizeImage:
 
     def to_chw(self, img, rng=None):
         """This op (``order: ''``) followed by the [H, W, C] -> [C, H, W] step, in one: a uint8
-        image is made channel-first first (a quarter of the bytes to move) and looked up per plane."""
+        image is split into its planes first (a quarter of the bytes to move) and each plane is
+        looked up straight into its place in the output."""
         arr = _as_array(img)
         if self.chw or arr.dtype != np.uint8 or self.channel_num != 3 or arr.ndim != 3 or arr.shape[2] != 3:
             return ToCHWImage()(self(arr))
-        return self._lookup(np.ascontiguousarray(arr.transpose(2, 0, 1)), 0)
+        cv2 = _import_cv2()
+        if cv2 is None or self.output_fp16:
+            return self._lookup(np.ascontiguousarray(arr.transpose(2, 0, 1)), 0)
+        planes = getattr(_SCRATCH, "planes", None)  # this thread's uint8 planes, reused
+        if planes is None or planes.size < arr.size:
+            planes = _SCRATCH.planes = np.empty(max(arr.size, 3 << 16), np.uint8)
+        planes = channel_planes(arr, planes[:arr.size].reshape((3,) + arr.shape[:2]))
+        out = np.empty(planes.shape, np.float32)  # each plane looked up straight into its place
+        for plane, column, dst in zip(planes, self.columns(), out):
+            cv2.LUT(plane, column, dst=dst)
+        return out
 
     def _lookup(self, arr, axis):
         """A uint8 image through ``table()``: one lookup per value instead of float arithmetic."""
@@ -563,8 +636,8 @@ class NormalizeImage:
             return cv2.LUT(np.ascontiguousarray(arr), table.reshape(1, 256, 3)).reshape(arr.shape)
         out = np.empty(arr.shape, table.dtype)
         if cv2 is not None and axis == 0 and table.dtype == np.float32:
-            for c in range(3):
-                out[c] = cv2.LUT(arr[c], table[:, c].reshape(1, 256))
+            for c, column in enumerate(self.columns()):
+                cv2.LUT(np.ascontiguousarray(arr[c]), column, dst=out[c])
             return out
         for c in range(3):
             index = (slice(None),) * axis + (c,)
@@ -585,4 +658,20 @@ class ToCHWImage:
         arr = _as_array(img)
         if arr.ndim == 2:
             arr = arr[:, :, None]
+        if arr.ndim == 3 and arr.shape[2] in (3, 4) and arr.dtype in (np.uint8, np.float32):
+            return channel_planes(arr, np.empty((arr.shape[2],) + arr.shape[:2], arr.dtype))
         return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+def channel_planes(arr, out):
+    """The channels of the [H, W, C] ``arr`` written into ``out`` [C, H, W] and returned: one
+    ``cv2.split`` pass straight into ``out``'s planes (a strided numpy copy without OpenCV)."""
+    cv2 = _import_cv2()
+    if cv2 is None:
+        np.copyto(out, arr.transpose(2, 0, 1))
+        return out
+    planes = cv2.split(np.ascontiguousarray(arr), list(out))
+    for plane, dst in zip(planes, out):
+        if plane.ctypes.data != dst.ctypes.data:  # an OpenCV that returned new arrays instead
+            dst[...] = plane
+    return out
