@@ -48,7 +48,7 @@ def _started(pid):
         return None
 
 
-def _alive(pid, since=None):
+def process_alive(pid, since=None):
     """Whether ``pid`` runs and is the process that wrote the lock at ``since`` (a process
     started well after that is another one that reuses the number)."""
     if pid <= 0:
@@ -152,7 +152,7 @@ class RunLock:
             holder = _record(data)
             here = socket.gethostname()
             if holder is not None and holder["pid"] != os.getpid():
-                if holder["host"] != here or _alive(holder["pid"], holder.get("start")):
+                if holder["host"] != here or process_alive(holder["pid"], holder.get("start")):
                     raise self._refuse(holder)
                 self.notes.append(f"took over the stale lock {self.path} of a run that no "
                                   f"longer runs ({_describe(holder)})")

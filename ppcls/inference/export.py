@@ -168,19 +168,11 @@ def commit_export(tmp_dir, out_dir):
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        pass
-    return True
-
-
 def sweep_stale(parent, prefix):
     """Remove ``parent/<prefix><pid>_*`` folders of processes that no longer run (an export or
     quantization killed with SIGKILL leaves its temporary folder: 18 MB each); returns them."""
+    from ppcls.engine.run_dir import process_alive
+
     pattern = re.compile(re.escape(prefix) + r"(\d+)_")
     swept = []
     try:
@@ -189,7 +181,7 @@ def sweep_stale(parent, prefix):
         return swept
     for name in names:
         match = pattern.match(name)
-        if match and int(match.group(1)) != os.getpid() and not _alive(int(match.group(1))):
+        if match and int(match.group(1)) != os.getpid() and not process_alive(int(match.group(1))):
             shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
             swept.append(name)
     if swept:

@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 from ppcls.inference.artifacts import file_status, read_inference_yml
-from ppcls.inference.predictor import BACKENDS, cpu_threads
+from ppcls.inference.predictor import BACKENDS, cpu_threads, ort_session
 from ppcls.utils.errors import ConfigError, UserError
 
 TFLITE_FILE = "inference.tflite"
@@ -41,24 +41,13 @@ class OrtFormatPredictor:
         return file_status(model_dir, record, ORT_FILE)
 
     def __init__(self, model_dir, options=None, **_ignored):
-        import onnxruntime
-
         options = dict(options or {})
         path = os.path.join(model_dir, ORT_FILE)
         if not os.path.isfile(path):
             raise ConfigError(f"Global.inference_model_dir: {model_dir} has no {ORT_FILE} (nor a "
                               f"usable inference.onnx)")
-        session_options = onnxruntime.SessionOptions()
-        session_options.log_severity_level = 3
         self.threads = _threads(options)
-        if self.threads:
-            session_options.intra_op_num_threads = self.threads
-        try:
-            self.session = onnxruntime.InferenceSession(path, sess_options=session_options,
-                                                        providers=["CPUExecutionProvider"])
-        except Exception as err:  # onnxruntime's own exception types
-            raise UserError(f"{path}: ONNX Runtime cannot load this ORT-format model: "
-                            f"{' '.join(str(err).split())[:300]}") from None
+        self.session = ort_session(path, self.threads, what="ORT-format model")
         self.precision = options.get("precision") or "fp32"
         self.input_name = self.session.get_inputs()[0].name
         self.config = None

@@ -491,6 +491,24 @@ _PADDLE_KEYS = ("use_gpu", "gpu_mem", "gpu_id", "enable_mkldnn", "cpu_num_thread
                 "use_tensorrt", "use_fp16", "batch_size", "enable_profile", "image_shape")
 
 
+
+def ort_session(path, threads, what="model"):
+    """An ONNX Runtime CPU session over ``path`` (an ``.onnx`` or ``.ort`` file) with ``threads``
+    intra-op threads (None: all cores); a file it cannot load is one ``UserError``."""
+    import onnxruntime
+
+    session_options = onnxruntime.SessionOptions()
+    session_options.log_severity_level = 3
+    if threads:
+        session_options.intra_op_num_threads = threads
+    try:
+        return onnxruntime.InferenceSession(path, sess_options=session_options,
+                                            providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own exception types for bad files
+        message = " ".join(str(err).split())[:300]
+        raise UserError(f"{path}: ONNX Runtime cannot load this {what}: {message}") from None
+
+
 @BACKENDS.register(name="onnxruntime")
 class OnnxPredictor:
     """ONNX Runtime on CPU over ``model_dir/inference.onnx``: ``run(batch) -> first output``."""
@@ -510,7 +528,7 @@ class OnnxPredictor:
         options = dict(options or {})
         cpu_num_threads = options.get("cpu_num_threads", cpu_num_threads)
         try:
-            import onnxruntime
+            import onnxruntime  # noqa: F401 - ort_session uses it; a missing package is this line
         except ImportError:
             raise UserError("Global.use_onnx=True needs the optional package onnxruntime: "
                             "pip install onnxruntime") from None
@@ -520,17 +538,8 @@ class OnnxPredictor:
                               f"first: python tools/export_model.py -c <config> -o "
                               f"Global.save_inference_dir={model_dir} (or run paddle2onnx, see "
                               f"deploy/README.md)")
-        session_options = onnxruntime.SessionOptions()
-        session_options.log_severity_level = 3
         self.threads = cpu_threads(cpu_num_threads)
-        if self.threads:
-            session_options.intra_op_num_threads = self.threads
-        try:
-            self.session = onnxruntime.InferenceSession(path, sess_options=session_options,
-                                                        providers=["CPUExecutionProvider"])
-        except Exception as err:  # onnxruntime raises its own exception types for bad files
-            message = " ".join(str(err).split())[:300]
-            raise UserError(f"{path}: ONNX Runtime cannot load this model: {message}") from None
+        self.session = ort_session(path, self.threads)
         self.model_dir = model_dir
         self.config = None
         self.precision = options.get("precision", precision) or "fp32"
