@@ -29,6 +29,7 @@ import numpy as np
 
 from ppcls.utils import logger
 from ppcls.utils.errors import ConfigError, DataError
+from ppcls.utils.hashing import file_sha256
 
 INFERENCE_HOME_ENV = "PPCLS_INFERENCE_HOME"
 EXPORT_VERSION = "1"  # part of the cache key: bump when the export of the same weights changes
@@ -41,14 +42,6 @@ def inference_home():
 
     return os.environ.get(INFERENCE_HOME_ENV) or os.path.join(
         os.path.dirname(os.path.abspath(weights_home())), "inference")
-
-
-def file_sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def export_config(name, weights, class_num=1000, image_size=None, label_list=None, arch_keys=None):

@@ -1,12 +1,12 @@
 """What an export folder holds: its file names, the ``inference.yml`` record with a content hash
 of every file, and reading that record back (shared by export, quantization and prediction)."""
 
-import hashlib
 import os
 
 import yaml
 
 from ppcls.utils.errors import ConfigError
+from ppcls.utils.hashing import file_sha256
 
 INFERENCE_YML = "inference.yml"
 ONNX_FILE = "inference.onnx"
@@ -39,11 +39,8 @@ def find_model_files(model_dir, key="Global.inference_model_dir"):
 
 
 def sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return "sha256:" + digest.hexdigest()
+    """``sha256:<hex>``, as inference.yml's ``Files`` records it."""
+    return "sha256:" + file_sha256(path)
 
 
 def write_record(folder, record):

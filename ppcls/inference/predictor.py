@@ -47,6 +47,7 @@ from ppcls.inference.artifacts import (MODEL_FILES, ONNX_FILE, file_status, find
                                       read_inference_yml)
 from ppcls.utils import logger
 from ppcls.utils.errors import ConfigError, UserError
+from ppcls.utils.hashing import file_sha256
 from ppcls.utils.registry import Registry
 
 DEFAULT_GPU_MEM = 8000
@@ -166,19 +167,11 @@ TRT_TEMP_PREFIX = "ppcls_trt_"
 TRT_ERROR_TAG = "ppcls-tensorrt-error: "
 
 
-def _file_sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def tensorrt_cache_key(model_file, params_file, inputs, precision, extra=()):
     """The cache key of a converted program: the export's two files (content hashes), the input
     shape ranges, the precision, and what else decides the engines (``extra``: the Paddle and
     TensorRT versions, the GPU's name)."""
-    record = {"model": _file_sha256(model_file), "params": _file_sha256(params_file),
+    record = {"model": file_sha256(model_file), "params": file_sha256(params_file),
               "inputs": inputs, "precision": precision, "extra": list(extra)}
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:24]
 

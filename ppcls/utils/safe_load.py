@@ -24,6 +24,7 @@ import pickle
 import types
 
 from ppcls.utils.errors import CheckpointError
+from ppcls.utils.hashing import file_sha256
 
 
 def _latin1_encode(text, encoding="latin1", errors="strict"):
@@ -182,8 +183,7 @@ def verify_recorded_hash(path):
     ``.pdstates`` of ours lies beside it (``ppcls.engine.checkpoint`` writes the SHA-256 of
     each file of a checkpoint into its ``files`` entry), the file must have that hash, else
     ``CheckpointError`` naming the file. Files without one (PaddleClas's, exported) pass."""
-    import hashlib
-
+    
     path = os.fspath(path)
     prefix, dot, part = path.rpartition(".")
     if not dot or part not in ("pdparams", "pdema"):
@@ -203,11 +203,7 @@ def verify_recorded_hash(path):
                 recorded.append(digest)
     if not recorded:
         return
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    if h.hexdigest() not in recorded:
+    if file_sha256(path) not in recorded:
         raise CheckpointError(f"{path} does not match the SHA-256 recorded in {prefix}.pdstates "
                               "beside it: the file was modified or mixed with another checkpoint")
 

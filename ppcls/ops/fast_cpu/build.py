@@ -22,6 +22,8 @@ import subprocess
 import sys
 import tempfile
 
+from ppcls.utils.hashing import file_sha256
+
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "fast_cpu_ops.cc")
 LIB_NAME = "ppcls_fast_cpu_ops"
 CXX_FLAGS = ["-O3", "-march=native", "-fopenmp"]
@@ -109,7 +111,7 @@ def _compile(final_dir):
         raise BuildError(f"compiling {SOURCE} failed: {detail}")
     try:
         with open(_hash_path(_library_path(work)), "w", encoding="ascii") as f:
-            f.write(_file_hash(_library_path(work)) + "\n")
+            f.write(file_sha256(_library_path(work)) + "\n")
     except OSError:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -119,14 +121,6 @@ def _compile(final_dir):
         shutil.rmtree(work, ignore_errors=True)  # another process finished first: use its build
         if not os.path.isfile(_library_path(final_dir)):
             raise BuildError(f"could not move the build into {final_dir}") from None
-
-
-def _file_hash(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _hash_path(lib):
@@ -143,7 +137,7 @@ def _verify(lib, final_dir):
     try:
         with open(_hash_path(lib), encoding="ascii") as f:
             recorded = f.read().strip()
-        actual = _file_hash(lib)
+        actual = file_sha256(lib)
     except (OSError, UnicodeDecodeError) as err:
         raise BuildError(f"cannot check the cached build {final_dir}: "
                          f"{getattr(err, 'strerror', None) or err}") from None
