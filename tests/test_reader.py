@@ -113,6 +113,29 @@ def test_reader_scaled_region_equals_the_region_of_a_full_decode(natural, k):
         assert np.abs(scaled[:h, :w] - reduced).mean() < 1.0
 
 
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_reader_top_rows_decode_equals_the_top_of_a_full_decode(natural, k):
+    """Only the rows down to the box's bottom (and a margin) are decoded from a baseline JPEG:
+    those rows are the whole decode's to the bit, at every DCT scale and chroma subsampling;
+    progressive and truncated files decode whole, as before."""
+    for data in natural + [jpeg(photo(300, 410, 3), subsampling=0), jpeg(photo(300, 410, 4).mean(2).astype(np.uint8))]:
+        h, w = fastread.jpeg_size(data)
+        full = np.array(fastread.decode_jpeg_scaled(data, h, w, k))
+        for rows in (1, 15, 16, 17, h // 3, h // 2 + 5, h - 40):
+            top = fastread.decode_jpeg_scaled(data, h, w, k, rows=rows)
+            visible = -(-rows // k)
+            assert top.shape[1] == full.shape[1]
+            # fewer rows whenever the margin leaves some out (h - 40 may not, at 1/4)
+            assert top.shape[0] < full.shape[0] or rows + 16 * k > h - 16, (k, rows, top.shape)
+            assert np.array_equal(top[:visible], full[:visible]), (k, rows)
+    progressive = jpeg(photo(300, 410), progressive=True)
+    assert fastread.decode_jpeg_scaled(progressive, 300, 410, k, rows=20).shape[0] == -(-300 // k)
+    baseline = jpeg(photo(300, 410))
+    truncated = baseline[:len(baseline) * 2 // 3]  # no EOI: decoded strictly, so the damage is named
+    with pytest.raises(ValueError):
+        fastread.decode_jpeg_scaled(truncated, 300, 410, k, rows=20)
+
+
 def test_reader_does_not_scale_below_the_target():
     assert fastread.dct_factor((0, 0, 447, 500), (224, 224)) == 1  # 447 / 2 < 224
     assert fastread.dct_factor((0, 0, 448, 500), (224, 224)) == 2

@@ -9,7 +9,9 @@ what the crop needs.
    unfused, so the same boxes for the same seed - and then the interpolation,
 3. decodes with libjpeg-turbo's DCT scaling (1/2, 1/4, 1/8) when the box is still at least the
    target size after it, else at full size (simplejpeg's wheel bundles libjpeg-turbo; without
-   simplejpeg, PIL's ``Image.draft`` does the same scaling),
+   simplejpeg, PIL's ``Image.draft`` does the same scaling); a baseline JPEG decodes only its
+   rows down to the box's bottom and one MCU row more (its header's height lowered in a copy),
+   which are the whole decode's rows to the bit,
 4. crops the box out and resizes it to the target once, with the drawn bilinear or bicubic:
    OpenCV's ``resize`` when OpenCV is installed (what PaddleClas's default ``backend: cv2``
    uses), else PIL's ``resize(box=...)``. OpenCV's bilinear and bicubic do not antialias and
@@ -29,6 +31,7 @@ unfused.
 """
 
 import io
+import math
 import os
 import threading
 
@@ -99,6 +102,42 @@ def _has_exif(data):
     return True
 
 
+def _baseline_height_field(data):
+    """Offset of the frame height in a baseline / extended-sequential (SOF0, SOF1) JPEG whose
+    data ends with its EOI marker; ``None`` for progressive, lossless, arithmetic-coded or
+    truncated files (only the first kind decodes its rows strictly top to bottom)."""
+    if not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+        return None
+    pos, end = 2, len(data)
+    while pos + 9 <= end:
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+        elif marker in (0xC0, 0xC1):
+            return pos + 5
+        elif 0xC2 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) or marker == 0xDA:
+            return None  # another frame type, or the scan before any frame header
+        elif marker == 0x01 or 0xD0 <= marker <= 0xD7:
+            pos += 2
+        else:
+            pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+    return None
+
+
+_ROW_MARGIN = 16  # rows decoded past the box: one 4:2:0 MCU row (the chroma upsampling reads ahead)
+
+
+def _top_rows(data, rows):
+    """``data`` with the frame height set to ``rows`` when that saves decoding (a baseline JPEG
+    decodes its rows top to bottom and stops there); else ``None``."""
+    field = _baseline_height_field(data)
+    if field is None or rows >= int.from_bytes(data[field:field + 2], "big"):
+        return None
+    return data[:field] + int(rows).to_bytes(2, "big") + data[field + 2:]
+
+
 def _exif_orientation(data):
     try:
         return Image.open(io.BytesIO(data)).getexif().get(_EXIF_ORIENTATION, 1)
@@ -116,19 +155,33 @@ def dct_factor(box, size):
     return 1
 
 
-def decode_jpeg_scaled(data, h, w, k):
+def decode_jpeg_scaled(data, h, w, k, rows=None):
     """The RGB ``uint8`` pixels of a JPEG of ``h`` x ``w`` decoded at about 1/``k`` of its size
     (``ceil(h / k)`` x ``ceil(w / k)``). Raises ``ValueError``/``OSError`` on damaged data.
     With simplejpeg the array is a view of this thread's decode buffer, valid until the thread's
-    next call (the fused op resizes it into a new array at once)."""
+    next call (the fused op resizes it into a new array at once).
+
+    ``rows``: only the top ``rows`` source rows are needed. A baseline JPEG then decodes only
+    those (and a margin), by declaring that height in a copy of its header: the rows returned
+    are those of the whole decode, to the bit (tests/test_reader.py), and fewer of them."""
     if simplejpeg is not None:
+        if rows is not None:
+            short = _top_rows(data, min(h, -(-(rows + _ROW_MARGIN * k) // 16) * 16))
+            if short is not None:  # libjpeg-turbo reports the unread image data as a warning
+                h = int.from_bytes(short[_baseline_height_field(short):][:2], "big")
+                data, strict = short, False
+            else:
+                strict = True
+        else:
+            strict = True
         oh, ow = -(-h // k), -(-w // k)
         buf = getattr(_BUFFERS, "pixels", None)
         if buf is None or buf.size < oh * ow * 3:  # one buffer per thread, grown as needed
             buf = _BUFFERS.pixels = np.empty(max(oh * ow * 3, 1 << 20), np.uint8)
         if k == 1:
-            return simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=buf)
-        return simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=oh, min_width=ow, buffer=buf)
+            return simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=buf, strict=strict)
+        return simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=oh, min_width=ow, buffer=buf,
+                                      strict=strict)
     img = Image.open(io.BytesIO(data))
     if k > 1:
         img.draft("RGB", (w // k, h // k))  # PIL picks the scale from floor(size / requested)
@@ -190,7 +243,7 @@ class DecodeRandCrop:
         crop = self.crop
         box, method, k = self.plan(h, w, rng)
         try:
-            arr = decode_jpeg_scaled(data, h, w, k)
+            arr = decode_jpeg_scaled(data, h, w, k, rows=int(math.ceil(box[3])))
         except (ValueError, OSError, SyntaxError):
             arr = None
         if arr is None or arr.ndim != 3 or arr.shape[2] != 3:
@@ -199,8 +252,8 @@ class DecodeRandCrop:
                 return self.crop(arr, rng)
         if k == 1:
             scaled = box
-        else:
-            sx, sy = arr.shape[1] / w, arr.shape[0] / h
+        else:  # the whole image's scale (the array may hold only its top rows)
+            sx, sy = arr.shape[1] / w, -(-h // k) / h
             scaled = (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
         if crop.resizer.backend == "pil" and method in ("bilinear", "bicubic"):
             return resize_box(arr, scaled, crop.size, method)
