@@ -12,14 +12,15 @@ import time
 import numpy as np
 import pytest
 
-from test_engine_utils import (QUICKSTART, ROOT, TRAIN, command, env, load_params, run, run_ok,
-                               tiny_data, tiny_overrides)  # noqa: F401
+from test_engine_utils import (QUICKSTART, ROOT, TRAIN, command, env, load_params, paused, run,
+                               run_ok, tiny_data, tiny_overrides)  # noqa: F401
 
 ARCH = "MobileNeXt_x0_35"
 
 
 def _start(overrides, **env_extra):
-    return subprocess.Popen(command(TRAIN, QUICKSTART, overrides), cwd=ROOT, env=env(**env_extra),
+    cmd = command(TRAIN, QUICKSTART, overrides)
+    return subprocess.Popen(paused(cmd) if env_extra else cmd, cwd=ROOT, env=env(**env_extra),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

@@ -41,7 +41,6 @@ through :func:`from_paddleclas_states`; ours carry PaddleClas's two keys as well
 import hashlib
 import os
 import random
-import time
 
 import numpy as np
 
@@ -50,10 +49,6 @@ from ppcls.utils.errors import CheckpointError
 
 PARTS = ("pdparams", "pdopt", "pdema")
 COMMIT_SUFFIX = ".pdstates.commit"
-# Test hook: pause at a named stage (write, before_commit, after_commit) of a save, so a test
-# can SIGKILL the process there: PPCLS_TEST_SAVE_PAUSE=write@2 pauses half-way through writing
-# the first file of the second save_checkpoint call.
-PAUSE_ENV = "PPCLS_TEST_SAVE_PAUSE"
 
 
 def _serialize(obj):
@@ -68,40 +63,9 @@ def _tmp_name(final):
     return os.path.join(folder, f".{base}.tmp")
 
 
-_SAVES = [0]  # save_checkpoint calls in this process
-
-
-def _pause_wanted(stage):
-    """``PPCLS_TEST_SAVE_PAUSE=<stage>[@<n>]``: pause at ``stage`` of the n-th save (default 1st)."""
-    value = os.environ.get(PAUSE_ENV)
-    if not value:
-        return False
-    name, _, nth = value.partition("@")
-    return name == stage and _SAVES[0] == int(nth or 1)
-
-
-def _maybe_pause(stage, folder):
-    """If ``PPCLS_TEST_SAVE_PAUSE`` names this stage, say so in a marker file and wait until
-    the marker is removed (a test kills the process there, or deletes the marker to go on)."""
-    if not _pause_wanted(stage):
-        return
-    marker = os.path.join(folder, f".paused-{stage}")
-    with open(marker, "w") as f:
-        f.write(str(os.getpid()))
-    while os.path.exists(marker):
-        time.sleep(0.2)
-
-
-def _write_file(path, data, pause_stage=None):
+def _write_file(path, data):
     with open(path, "wb") as f:
-        if pause_stage:
-            half = len(data) // 2
-            f.write(data[:half])
-            f.flush()
-            _maybe_pause(pause_stage, os.path.dirname(path))
-            f.write(data[half:])
-        else:
-            f.write(data)
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
 
@@ -155,10 +119,9 @@ def _write_uncommitted(prefix, blobs, states_blob):
     try:
         os.makedirs(folder, exist_ok=True)
         _finish_commit(prefix)
-        for i, (part, data) in enumerate(list(blobs.items()) + [("pdstates", states_blob)]):
+        for part, data in list(blobs.items()) + [("pdstates", states_blob)]:
             path = _tmp_name(f"{prefix}.{part}")
-            stage = "write" if (i == 0 and _pause_wanted("write")) else None
-            _write_file(path, data, pause_stage=stage)
+            _write_file(path, data)
     except BaseException as err:
         _remove_temps(prefix)
         if not isinstance(err, OSError):
@@ -176,7 +139,6 @@ def save_checkpoint(prefixes, model_state, opt_state, states, ema_state=None):
 
     ``states`` is the ``.pdstates`` dict without ``files``; each object is serialized once.
     """
-    _SAVES[0] += 1
     blobs = {"pdparams": _serialize(model_state), "pdopt": _serialize(opt_state)}
     if ema_state is not None:
         blobs["pdema"] = _serialize(ema_state)
@@ -185,13 +147,10 @@ def save_checkpoint(prefixes, model_state, opt_state, states, ema_state=None):
     for prefix in prefixes:
         folder = os.path.dirname(os.path.abspath(prefix))
         _write_uncommitted(prefix, blobs, states_blob)
-        _maybe_pause("before_commit", folder)
         os.replace(_tmp_name(f"{prefix}.pdstates"), prefix + COMMIT_SUFFIX)  # commit point
         _fsync_dir(folder)
-        for i, part in enumerate(blobs):
+        for part in blobs:
             os.replace(_tmp_name(f"{prefix}.{part}"), f"{prefix}.{part}")
-            if i == 0:
-                _maybe_pause("after_commit", folder)
         os.replace(prefix + COMMIT_SUFFIX, prefix + ".pdstates")
         _fsync_dir(folder)
         if "pdema" not in blobs and os.path.exists(f"{prefix}.pdema"):
@@ -649,7 +608,7 @@ def resume_training(path, run):
                 f"{run.best_metric}")
 
 
-__all__ = ["save_checkpoint", "load_checkpoint", "validate_states", "checkpoint_exists", "strip_suffix", "PAUSE_ENV",
+__all__ = ["save_checkpoint", "load_checkpoint", "validate_states", "checkpoint_exists", "strip_suffix",
            "from_paddleclas_states", "to_paddleclas_states", "rng_state", "set_rng_state",
            "own_rng_state", "gather_rng_states", "set_own_rng_state", "restore_rng",
            "gpu_count", "param_names", "remap_optimizer_state", "save_training", "resume_training",

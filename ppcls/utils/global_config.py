@@ -50,6 +50,8 @@ GLOBAL = {
     "plot_curves": (_BOOL, False, "write curves.png from train.log at the end of training"),
     "max_iters_per_epoch": (_OPT_INT, None, "cut every epoch to this many iterations"),
     "train_mode": (_OPT_STR, None, "progressive: EfficientNetV2's progressive training (ppcls.engine.progressive)"),
+    "hooks": ((list, type(None)), None, "more training-loop hooks: registered names, or {name: {keys}} "
+              "(ppcls.engine.hooks; the default hooks are always on)"),
     "save_best_model": (_BOOL, True, "keep best_model (the best eval metric so far)"),
     "cpu_num_threads": (_OPT_INT, None, "CPU threads (null: the CPUs available)"),
     # deployment (deploy/configs/inference_cls.yaml, ppcls.inference)
