@@ -95,6 +95,29 @@ def _describe(g, predictor):
     return info
 
 
+def _inputs(g):
+    """``(Global.inference_model_dir, the image paths of Global.infer_imgs)``, both checked."""
+    for key in ("infer_imgs", "inference_model_dir"):
+        if g.get(key) is None:
+            raise ConfigError(f"Global.{key} is missing")
+    model_dir = g["inference_model_dir"]
+    paths = list_images(g["infer_imgs"], key="Global.infer_imgs")
+    if not os.path.isdir(model_dir):
+        raise ConfigError(f"Global.inference_model_dir: no such folder: {model_dir}")
+    return model_dir, paths
+
+
+def _warm_up(predictor, times, paths, load, batch_size, exported):
+    """Run the first readable batch ``times`` times, untimed (its errors are reported by the
+    real pass); ``exported``: ``(record, model_dir)`` to check its input shape against."""
+    for _, batch in ImageBatches(paths, load, batch_size=batch_size, stream=io.StringIO()):
+        if exported:
+            check_input_shape(batch.shape[1:], *exported)
+        for _ in range(times):
+            predictor.run(batch)
+        break
+
+
 def predict_cls(cfg, emit=print):
     """Classify ``Global.infer_imgs``; ``emit`` one formatted line per image.
 
@@ -106,13 +129,7 @@ def predict_cls(cfg, emit=print):
     g = cfg.get("Global") or {}
     if g.get("save_log_path"):
         logger.init_logger(g["save_log_path"])  # the log (and benchmark report) also goes there
-    for key in ("infer_imgs", "inference_model_dir"):
-        if g.get(key) is None:
-            raise ConfigError(f"Global.{key} is missing")
-    model_dir = g["inference_model_dir"]
-    paths = list_images(g["infer_imgs"], key="Global.infer_imgs")
-    if not os.path.isdir(model_dir):
-        raise ConfigError(f"Global.inference_model_dir: no such folder: {model_dir}")
+    model_dir, paths = _inputs(g)
     record = read_inference_yml(model_dir)
     op_list, post, is_softmax = _sections(cfg, record, model_dir)
     exported_shape = ((record or {}).get("Global") or {}).get("image_shape")
@@ -131,13 +148,9 @@ def predict_cls(cfg, emit=print):
         return transform(decode_image(path), ops)
 
     batch_size = g.get("batch_size", 1)
-    if warmup:  # on the first readable batch, untimed (its errors are reported by the real pass)
-        for _, batch in ImageBatches(paths, load, batch_size=batch_size, stream=io.StringIO()):
-            if exported_shape:
-                check_input_shape(batch.shape[1:], record, model_dir)
-            for _ in range(warmup):
-                predictor.run(batch)
-            break
+    if warmup:
+        _warm_up(predictor, warmup, paths, load, batch_size,
+                 (record, model_dir) if exported_shape else None)
     batches = ImageBatches(paths, load, batch_size=batch_size)
     results = []
     iterator = iter(batches)
