@@ -65,6 +65,17 @@ def test_no_test_switch_or_side_channel_in_production_code():
     assert hits == []
 
 
+def test_defaults_are_stated_once():
+    definitions = [rel for rel, text in _sources() if re.search(r"^DEFAULT_IMAGE_SHAPE =", text, re.M)]
+    assert definitions == [os.path.join("ppcls", "utils", "global_config.py")]
+    from ppcls.utils.global_config import GLOBAL
+
+    # what tools/export_model.py does without the keys, as the Global table states it
+    assert GLOBAL["image_shape"][1] == [3, 224, 224]
+    assert GLOBAL["save_inference_dir"][1] == "./inference"
+    assert GLOBAL["export_onnx"][1] is None  # missing: converted when paddle2onnx is installed
+
+
 if __name__ == "__main__":  # python tests/test_code_shape.py: the longest ones
     print("functions:", *function_lengths()[:5], sep="\n  ")
     print("Engine methods:", *engine_method_lengths()[:5], sep="\n  ")
