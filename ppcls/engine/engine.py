@@ -86,8 +86,7 @@ class Engine:
         if mode == "train":
             self._seed_ranks()
         if mode == "train" and self.g["checkpoints"]:
-            checkpoint.resume_training(self.g["checkpoints"], self)
-            call_hooks(self.hooks, "after_load", self, self.g["checkpoints"])
+            self._resume(self.g["checkpoints"])
         self._wrap_model()
         if mode == "train" and self.rank == 0:
             save_config(config, os.path.join(self.output_dir, "config.yaml"))
@@ -129,7 +128,6 @@ class Engine:
     def _init_state(self):
         self.scaler = self.ema = self.best_metric_ema = None
         self.start_epoch, self.best_metric, self.best_epoch = 0, None, None
-        self.epoch = 0  # the last epoch trained
         self.metric_history = []
 
     def _build_losses_and_metrics(self):
@@ -319,11 +317,25 @@ class Engine:
         rng_ranks = checkpoint.gather_rng_states(self.device, self.world_size)
         if self.rank != 0:
             return
-        self.epoch = epoch
         prefixes = [os.path.join(self.output_dir, n) for n in names]
         call_hooks(self.hooks, "before_save", self, prefixes)
-        for prefix in checkpoint.save_training(prefixes, self, rng_ranks=rng_ranks):
+        meta = {"epoch": epoch, "best_metric": self.best_metric, "best_epoch": self.best_epoch,
+                "metric_history": self.metric_history, "arch": self.arch_name}
+        for prefix in checkpoint.save_training(
+                prefixes, meta, model=self.bare_model, optimizer=self.optimizer, lr=self.lr,
+                device=self.device, ema=self.ema, scaler=self.scaler, rng_ranks=rng_ranks):
             logger.info(f"Already save model in {prefix}")
+
+    def _resume(self, path):
+        """``Global.checkpoints``: each component takes its state back; the run's counters come
+        back as the record the checkpoint returns; then the ``after_load`` hooks."""
+        meta = checkpoint.resume_training(
+            path, model=self.bare_model, optimizer=self.optimizer, lr=self.lr, device=self.device,
+            config=self.config, ema=self.ema, scaler=self.scaler, rank=self.rank,
+            world_size=self.world_size)
+        self.start_epoch, self.best_metric = meta["epoch"], meta["best_metric"]
+        self.best_epoch, self.metric_history = meta["best_epoch"], meta["metric_history"]
+        call_hooks(self.hooks, "after_load", self, path)
 
     # ------------------------------------------------------------------ training
 
@@ -352,7 +364,7 @@ class Engine:
 
     def _last_checkpoint_note(self):
         latest = os.path.join(self.output_dir, "latest")
-        if os.path.exists(latest + ".pdstates"):
+        if checkpoint.complete_checkpoint(latest):
             return f"the last good checkpoint is {latest}"
         return "no checkpoint was written before it"
 
