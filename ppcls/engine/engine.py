@@ -11,8 +11,8 @@ loaders, loss, metrics, optimizer with its LR schedule, AMP, EMA), then ``train(
     [Eval][Epoch 3][best metric: 0.74020]
 
 Resuming (``Global.checkpoints``) and checkpoints: ``ppcls.engine.checkpoint``; cross-card
-reductions: ``ppcls.engine.distributed``; per-step hooks (the ``PPCLS_TRACE_DIR`` trace):
-``ppcls.engine.hooks``; ``Global`` keys and their defaults: ``ppcls.utils.global_config``.
+reductions: ``ppcls.engine.distributed``; the loop's hooks (LR stepping, EMA, log lines,
+evaluation, checkpoints, ``Global.hooks``): ``ppcls.engine.hooks``; ``Global`` keys and their defaults: ``ppcls.utils.global_config``.
 """
 
 import contextlib
