@@ -118,6 +118,30 @@ def _warm_up(predictor, times, paths, load, batch_size, exported):
         break
 
 
+def _open_predictor(g, record):
+    predictor = create_predictor(g, record)
+    described = predictor.describe()
+    logger.info(f"predicting with {described['backend']} on {described['device']}, "
+                f"{described['precision']}")
+    return predictor
+
+
+def _predict_batch(predictor, batch, names, is_softmax, postprocess, timer):
+    """One batch's result dicts (``timer``: the benchmark's stages, or None)."""
+    if timer:
+        timer.info.setdefault("input_shape", list(batch.shape[1:]))
+        timer.stamp()
+    scores = predictor.run(batch)
+    if timer:
+        timer.stamp()
+    if not is_softmax:
+        scores = softmax(scores)
+    batch_results = postprocess(scores, names)
+    if timer:
+        timer.end(len(names))
+    return batch_results
+
+
 def predict_cls(cfg, emit=print):
     """Classify ``Global.infer_imgs``; ``emit`` one formatted line per image.
 
@@ -135,10 +159,7 @@ def predict_cls(cfg, emit=print):
     exported_shape = ((record or {}).get("Global") or {}).get("image_shape")
     ops = create_operators(op_list, where="PreProcess.transform_ops")
     postprocess = build_postprocess(post, key="PostProcess")
-    predictor = create_predictor(g, record)
-    described = predictor.describe()
-    logger.info(f"predicting with {described['backend']} on {described['device']}, "
-                f"{described['precision']}")
+    predictor = _open_predictor(g, record)
 
     benchmark = bool(g.get("benchmark") or g.get("enable_benchmark"))
     warmup = g.get("warmup_iters", DEFAULT_WARMUP_BENCHMARK if benchmark else 0)
@@ -164,18 +185,7 @@ def predict_cls(cfg, emit=print):
         if exported_shape:  # the first batch: a size the export was not made for is an error
             check_input_shape(batch.shape[1:], record, model_dir)
             exported_shape = None
-        if timer:
-            timer.info.setdefault("input_shape", list(batch.shape[1:]))
-            timer.stamp()
-        scores = predictor.run(batch)
-        if timer:
-            timer.stamp()
-        if not is_softmax:
-            scores = softmax(scores)
-        batch_results = postprocess(scores, names)
-        if timer:
-            timer.end(len(names))
-        for result in batch_results:
+        for result in _predict_batch(predictor, batch, names, is_softmax, postprocess, timer):
             emit(format_result(result))
             results.append(result)
     if timer and results:
