@@ -19,6 +19,8 @@ COOLDOWN = os.path.join(ROOT, "ppcls", "configs", "ImageNet", "MobileNeXt",
                         "MobileNeXt_100_cooldown.yaml")
 TRAIN = os.path.join(ROOT, "tools", "train.py")
 EVAL = os.path.join(ROOT, "tools", "eval.py")
+# runs a tool with test-only pauses patched in (PPCLS_TEST_SAVE_PAUSE, PPCLS_TRACE_HOLD)
+PAUSE_RUN = os.path.join(ROOT, "tests", "pause_run.py")
 N_TRAIN, N_VAL = 48, 27  # 6 batches of 8; 27 = 2 x 13 + 1, so two ranks need a padded sample
 
 
@@ -62,6 +64,11 @@ def tiny_overrides(data_root, output_dir, epochs=2, **global_keys):
         "DataLoader.Eval.dataset.transform_ops.1.ResizeImage.size=32"]
     out += [f"Global.{k}={v}" for k, v in global_keys.items()]
     return out
+
+
+def paused(cmd):
+    """``cmd`` (a ``command(...)``) run through ``tests/pause_run.py``."""
+    return [cmd[0], PAUSE_RUN] + cmd[1:]
 
 
 def command(tool, config, overrides):

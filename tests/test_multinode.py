@@ -22,7 +22,8 @@ import uuid
 
 import numpy as np
 
-from test_engine_utils import QUICKSTART, TRAIN, command, env, tiny_data, tiny_overrides  # noqa: F401
+from test_engine_utils import (QUICKSTART, TRAIN, command, env, paused, tiny_data,  # noqa: F401
+                               tiny_overrides)
 
 ARCH = "MobileNeXt_x0_35"
 EPOCHS = 2
@@ -67,7 +68,8 @@ class _Job:
         self.trace = tmp / f"trace_{name}"
         overrides = tiny_overrides(root, str(tmp / "out"), epochs=EPOCHS, save_interval=1,
                                    eval_during_train=False) + list(extra)
-        tool = command(TRAIN, QUICKSTART, overrides)[1:]
+        tool = (paused(command(TRAIN, QUICKSTART, overrides)) if hold else
+                command(TRAIN, QUICKSTART, overrides))[1:]
         port = _free_port()
         for node in range(nodes):
             tag = f"PPCLS_TEST_NODE={uuid.uuid4().hex}"

@@ -26,8 +26,8 @@ import time
 
 import pytest
 
-from test_engine_utils import (EVAL, QUICKSTART, ROOT, TRAIN, command, env, load_params, run,
-                               run_ok, tiny_data, tiny_overrides)  # noqa: F401
+from test_engine_utils import (EVAL, QUICKSTART, ROOT, TRAIN, command, env, load_params, paused,
+                               run, run_ok, tiny_data, tiny_overrides)  # noqa: F401
 
 ARCH = "MobileNeXt_x0_35"
 
@@ -158,7 +158,7 @@ def shared_dir(tiny_data, tmp_path_factory):
     root, _, _ = tiny_data
     out = str(tmp_path_factory.mktemp("outputs") / "shared")
     run_dir = os.path.join(out, ARCH)
-    a = subprocess.Popen(command(TRAIN, QUICKSTART, tiny_overrides(root, out, epochs=1)), cwd=ROOT,
+    a = subprocess.Popen(paused(command(TRAIN, QUICKSTART, tiny_overrides(root, out, epochs=1))), cwd=ROOT,
                          env=env(PPCLS_TEST_SAVE_PAUSE="before_commit@1"),
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     marker = os.path.join(run_dir, ".paused-before_commit")
@@ -276,7 +276,7 @@ def test_sigterm_is_one_line_exit_143_and_leaves_no_partial_checkpoint(tiny_data
     root, _, _ = tiny_data
     out = str(tmp_path / "term")
     run_dir = os.path.join(out, ARCH)
-    proc = subprocess.Popen(command(TRAIN, QUICKSTART, tiny_overrides(root, out, epochs=2)),
+    proc = subprocess.Popen(paused(command(TRAIN, QUICKSTART, tiny_overrides(root, out, epochs=2))),
                             cwd=ROOT, env=env(PPCLS_TEST_SAVE_PAUSE="write@1"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # Terminated in the middle of writing the first checkpoint.

@@ -12,14 +12,15 @@ import time
 import numpy as np
 import pytest
 
-from test_engine_utils import (QUICKSTART, ROOT, TRAIN, command, env, load_params, run, run_ok,
-                               tiny_data, tiny_overrides)  # noqa: F401
+from test_engine_utils import (QUICKSTART, ROOT, TRAIN, command, env, load_params, paused, run,
+                               run_ok, tiny_data, tiny_overrides)  # noqa: F401
 
 ARCH = "MobileNeXt_x0_35"
 
 
 def _start(overrides, **env_extra):
-    return subprocess.Popen(command(TRAIN, QUICKSTART, overrides), cwd=ROOT, env=env(**env_extra),
+    cmd = command(TRAIN, QUICKSTART, overrides)
+    return subprocess.Popen(paused(cmd) if env_extra else cmd, cwd=ROOT, env=env(**env_extra),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -119,3 +120,51 @@ def test_nan_loss_names_epoch_and_iteration_and_keeps_the_checkpoint(runs, tmp_p
     assert digests() == before
     _, ckpt = load_params(str(run_dir / "latest"))
     assert ckpt["pdstates"]["epoch"] == 1
+
+
+def test_save_and_resume_take_components_not_an_engine(tmp_path):
+    """ppcls.engine.checkpoint works on a model, optimizer, LR plan and EMA of their own (no
+    Engine): after a resume each component is where the saved one was, and the run's record
+    comes back as the return value."""
+    import paddle
+
+    from ppcls.engine import checkpoint
+    from ppcls.engine.ema import ModelEMA
+    from ppcls.optimizer import build_optimizer
+
+    section = {"name": "Momentum", "momentum": 0.9,
+               "lr": {"name": "Cosine", "learning_rate": 0.1, "by_epoch": False}}
+
+    def parts():
+        paddle.seed(1)
+        model = paddle.nn.Linear(3, 2)
+        optimizer, lr = build_optimizer(section, 4, 5, model)
+        return model, optimizer, lr, ModelEMA(model, 0.5)
+
+    model, optimizer, lr, ema = parts()
+    for _ in range(3):  # three steps: momentum buffers, LR position and the average all move
+        model(paddle.ones([4, 3])).sum().backward()
+        optimizer.step()
+        optimizer.clear_grad()
+        lr.scheduler.step()
+        ema.update(model)
+    meta = {"epoch": 1, "best_metric": 0.5, "best_epoch": 1, "metric_history": [(1, 0.5)],
+            "arch": "Tiny"}
+    prefix = str(tmp_path / "latest")
+    checkpoint.save_training([prefix], meta, model=model, optimizer=optimizer, lr=lr,
+                             device="cpu", ema=ema)
+    model2, optimizer2, lr2, ema2 = parts()
+    got = checkpoint.resume_training(prefix, model=model2, optimizer=optimizer2, lr=lr2,
+                                     device="cpu", config={"Arch": {"name": "Tiny"}}, ema=ema2)
+    assert got == meta, got
+    assert lr2.scheduler.last_epoch == 3 and lr2.get_lr() == lr.get_lr()
+    for a, b in ((model, model2), (ema.model, ema2.model)):
+        for (k, v), v2 in zip(a.state_dict().items(), b.state_dict().values()):
+            np.testing.assert_array_equal(v.numpy(), v2.numpy(), err_msg=k)
+    # momentum buffers (the second model's parameters have other names: matched in order)
+    buffers = [[v.numpy() for k, v in o.state_dict().items() if k != "LR_Scheduler"]
+               for o in (optimizer, optimizer2)]
+    assert len(buffers[0]) == len(buffers[1]) == 2 and np.abs(buffers[0][0]).max() > 0
+    for a, b in zip(*buffers):
+        np.testing.assert_array_equal(a, b)
+    assert checkpoint.complete_checkpoint(prefix)

@@ -108,6 +108,45 @@ def _write_text(path, lines):
         f.write("".join(f"{line}\n" for line in lines))
 
 
+def _existing(out, settings, size, force):
+    """The summary when ``out`` is already complete with these settings, else None; one
+    ``DataError`` when ``out`` is something else (not ours, or other settings without force)."""
+    if not os.path.exists(out):
+        return None
+    if not os.path.isdir(out):
+        raise DataError(f"{out} exists and is not a folder")
+    manifest = _read_manifest(out)
+    if manifest is None:
+        if os.listdir(out):
+            raise DataError(f"{out} exists and was not made by this tool (no {MANIFEST}); "
+                            "remove it or choose another --out")
+        return None
+    same = {k: manifest.get(k) for k in settings} == settings
+    if same and _complete(out, manifest):
+        return (f"{out} is already complete ({manifest['train']} train + {manifest['val']} "
+                f"val images, {size}x{size}); nothing to do")
+    if not same and not force:
+        old = ", ".join(f"{k} {manifest.get(k)}" for k in settings if manifest.get(k) != settings[k])
+        raise DataError(f"{out} was made with other settings ({old}); pass --force to "
+                        "rebuild it or choose another --out")
+    return None
+
+
+def _write_split(tmp, split, indices, images, labels, size, layout, bar):
+    """Write one split's images under ``tmp``; returns its list-file lines."""
+    lines = []
+    for position, index in enumerate(indices):
+        label = int(labels[index])
+        rel = _relpath(split, int(index), label, position, layout)
+        path = os.path.join(tmp, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        render(images[index], size).save(path, "JPEG", quality=95, subsampling=0)
+        lines.append(f"{rel} {label}")
+        if bar is not None:
+            bar.update(1)
+    return lines
+
+
 def prepare_digits(out, size=32, val_fraction=0.2, seed=0, layout="imagenet", force=False,
                    progress=True):
     """Build the folder ``out`` (see the module docstring); returns a one-line summary."""
@@ -120,24 +159,9 @@ def prepare_digits(out, size=32, val_fraction=0.2, seed=0, layout="imagenet", fo
     out = os.path.normpath(out)
     settings = _settings(size, val_fraction, seed, layout)
 
-    if os.path.exists(out):
-        if not os.path.isdir(out):
-            raise DataError(f"{out} exists and is not a folder")
-        manifest = _read_manifest(out)
-        if manifest is None:
-            if os.listdir(out):
-                raise DataError(f"{out} exists and was not made by this tool (no {MANIFEST}); "
-                                "remove it or choose another --out")
-        else:
-            same = {k: manifest.get(k) for k in settings} == settings
-            if same and _complete(out, manifest):
-                return (f"{out} is already complete ({manifest['train']} train + {manifest['val']} "
-                        f"val images, {size}x{size}); nothing to do")
-            if not same and not force:
-                old = ", ".join(f"{k} {manifest.get(k)}" for k in settings if manifest.get(k) != settings[k])
-                raise DataError(f"{out} was made with other settings ({old}); pass --force to "
-                                "rebuild it or choose another --out")
-
+    done = _existing(out, settings, size, force)
+    if done:
+        return done
     images, labels = _load_digits()
     train, val = split_indices(labels, val_fraction, seed)
     parent = os.path.dirname(os.path.abspath(out))
@@ -150,19 +174,8 @@ def prepare_digits(out, size=32, val_fraction=0.2, seed=0, layout="imagenet", fo
 
             bar = tqdm(total=len(train) + len(val), desc=f"writing {os.path.basename(out)}",
                        unit="img")
-        lists = {}
-        for split, indices in (("train", train), ("val", val)):
-            lines = []
-            for position, index in enumerate(indices):
-                label = int(labels[index])
-                rel = _relpath(split, int(index), label, position, layout)
-                path = os.path.join(tmp, rel)
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                render(images[index], size).save(path, "JPEG", quality=95, subsampling=0)
-                lines.append(f"{rel} {label}")
-                if bar is not None:
-                    bar.update(1)
-            lists[split] = lines
+        lists = {split: _write_split(tmp, split, indices, images, labels, size, layout, bar)
+                 for split, indices in (("train", train), ("val", val))}
         if bar is not None:
             bar.close()
         _write_text(os.path.join(tmp, "train_list.txt"), lists["train"])

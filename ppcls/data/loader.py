@@ -38,7 +38,7 @@ import numpy as np
 import paddle
 
 from ppcls.utils import logger
-from ppcls.utils.errors import ConfigError, DataError
+from ppcls.utils.errors import LOADER_STALLS, ConfigError, DataError
 
 from ppcls.utils.global_config import global_value, selected_gpu
 from ppcls.utils.registry import accepted_keys, build
@@ -180,7 +180,7 @@ class _Watchdog(threading.Thread):
                 return
 
 
-STALLED = []  # the message of each watchdog stop in this process (ppcls.utils.cli reads it)
+STALLED = LOADER_STALLS  # the message of each watchdog stop in this process (ppcls.utils.cli reads it)
 
 
 def _stall_message(watchdog, dataset):

@@ -41,7 +41,6 @@ through :func:`from_paddleclas_states`; ours carry PaddleClas's two keys as well
 import hashlib
 import os
 import random
-import time
 
 import numpy as np
 
@@ -50,10 +49,6 @@ from ppcls.utils.errors import CheckpointError
 
 PARTS = ("pdparams", "pdopt", "pdema")
 COMMIT_SUFFIX = ".pdstates.commit"
-# Test hook: pause at a named stage (write, before_commit, after_commit) of a save, so a test
-# can SIGKILL the process there: PPCLS_TEST_SAVE_PAUSE=write@2 pauses half-way through writing
-# the first file of the second save_checkpoint call.
-PAUSE_ENV = "PPCLS_TEST_SAVE_PAUSE"
 
 
 def _serialize(obj):
@@ -68,40 +63,9 @@ def _tmp_name(final):
     return os.path.join(folder, f".{base}.tmp")
 
 
-_SAVES = [0]  # save_checkpoint calls in this process
-
-
-def _pause_wanted(stage):
-    """``PPCLS_TEST_SAVE_PAUSE=<stage>[@<n>]``: pause at ``stage`` of the n-th save (default 1st)."""
-    value = os.environ.get(PAUSE_ENV)
-    if not value:
-        return False
-    name, _, nth = value.partition("@")
-    return name == stage and _SAVES[0] == int(nth or 1)
-
-
-def _maybe_pause(stage, folder):
-    """If ``PPCLS_TEST_SAVE_PAUSE`` names this stage, say so in a marker file and wait until
-    the marker is removed (a test kills the process there, or deletes the marker to go on)."""
-    if not _pause_wanted(stage):
-        return
-    marker = os.path.join(folder, f".paused-{stage}")
-    with open(marker, "w") as f:
-        f.write(str(os.getpid()))
-    while os.path.exists(marker):
-        time.sleep(0.2)
-
-
-def _write_file(path, data, pause_stage=None):
+def _write_file(path, data):
     with open(path, "wb") as f:
-        if pause_stage:
-            half = len(data) // 2
-            f.write(data[:half])
-            f.flush()
-            _maybe_pause(pause_stage, os.path.dirname(path))
-            f.write(data[half:])
-        else:
-            f.write(data)
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
 
@@ -155,10 +119,9 @@ def _write_uncommitted(prefix, blobs, states_blob):
     try:
         os.makedirs(folder, exist_ok=True)
         _finish_commit(prefix)
-        for i, (part, data) in enumerate(list(blobs.items()) + [("pdstates", states_blob)]):
+        for part, data in list(blobs.items()) + [("pdstates", states_blob)]:
             path = _tmp_name(f"{prefix}.{part}")
-            stage = "write" if (i == 0 and _pause_wanted("write")) else None
-            _write_file(path, data, pause_stage=stage)
+            _write_file(path, data)
     except BaseException as err:
         _remove_temps(prefix)
         if not isinstance(err, OSError):
@@ -176,7 +139,6 @@ def save_checkpoint(prefixes, model_state, opt_state, states, ema_state=None):
 
     ``states`` is the ``.pdstates`` dict without ``files``; each object is serialized once.
     """
-    _SAVES[0] += 1
     blobs = {"pdparams": _serialize(model_state), "pdopt": _serialize(opt_state)}
     if ema_state is not None:
         blobs["pdema"] = _serialize(ema_state)
@@ -185,13 +147,10 @@ def save_checkpoint(prefixes, model_state, opt_state, states, ema_state=None):
     for prefix in prefixes:
         folder = os.path.dirname(os.path.abspath(prefix))
         _write_uncommitted(prefix, blobs, states_blob)
-        _maybe_pause("before_commit", folder)
         os.replace(_tmp_name(f"{prefix}.pdstates"), prefix + COMMIT_SUFFIX)  # commit point
         _fsync_dir(folder)
-        for i, part in enumerate(blobs):
+        for part in blobs:
             os.replace(_tmp_name(f"{prefix}.{part}"), f"{prefix}.{part}")
-            if i == 0:
-                _maybe_pause("after_commit", folder)
         os.replace(prefix + COMMIT_SUFFIX, prefix + ".pdstates")
         _fsync_dir(folder)
         if "pdema" not in blobs and os.path.exists(f"{prefix}.pdema"):
@@ -560,66 +519,71 @@ def check_optimizer_names(opt_state, model, source):
 # --------------------------------------------------------------------------- a training run
 
 
-def save_training(prefixes, run, rng_ranks=None):
-    """Write ``run``'s state (an ``Engine``: model, optimizer, lr, ema, scaler, epoch counters)
-    under each prefix; returns the prefixes written. ``rng_ranks``: every rank's
-    :func:`own_rng_state` (:func:`gather_rng_states`, on more than one card)."""
-    states = {
-        "epoch": run.epoch,
-        "best_metric": run.best_metric,
-        "best_epoch": run.best_epoch,
-        "metric_history": run.metric_history,
-        "lr_state": run.lr.scheduler.state_dict(),
-        "lr_signature": run.lr.signature,
-        "rng": rng_state(run.device),
-        "param_names": param_names(run.bare_model),
-        "arch": run.arch_name,
-    }
+def save_training(prefixes, meta, *, model, optimizer, lr, device, ema=None, scaler=None,
+                  rng_ranks=None):
+    """Write a training run's state under each prefix; returns the prefixes written.
+
+    Each component gives its own state: ``model`` (the bare model), ``optimizer``, ``lr`` (the
+    ``build_lr`` result: scheduler state and signature), ``ema`` (a ``ModelEMA`` or None),
+    ``scaler`` (a ``GradScaler`` or None) and this process's RNGs on ``device``; ``meta`` is the
+    run's own record: ``epoch``, ``best_metric``, ``best_epoch``, ``metric_history``, ``arch``.
+    ``rng_ranks``: every rank's :func:`own_rng_state` (:func:`gather_rng_states`, on more than
+    one card)."""
+    states = {key: meta[key] for key in ("epoch", "best_metric", "best_epoch", "metric_history")}
+    states.update({
+        "lr_state": lr.scheduler.state_dict(),
+        "lr_signature": lr.signature,
+        "rng": rng_state(device),
+        "param_names": param_names(model),
+        "arch": meta["arch"],
+    })
     if rng_ranks:
         states["rng_ranks"] = rng_ranks
-    if run.scaler is not None:
-        states["scaler"] = run.scaler.state_dict()
+    if scaler is not None:
+        states["scaler"] = scaler.state_dict()
     states.update(to_paddleclas_states(states))  # PaddleClas's keys too: it can resume from ours
-    model_state = run.bare_model.state_dict()
-    if run.ema is not None:  # PaddleClas develop: .pdparams = EMA weights, .pdema = trained ones
-        save_checkpoint(prefixes, run.ema.model.state_dict(), run.optimizer.state_dict(), states,
+    model_state = model.state_dict()
+    if ema is not None:  # PaddleClas develop: .pdparams = EMA weights, .pdema = trained ones
+        save_checkpoint(prefixes, ema.model.state_dict(), optimizer.state_dict(), states,
                         model_state)
     else:
-        save_checkpoint(prefixes, model_state, run.optimizer.state_dict(), states)
+        save_checkpoint(prefixes, model_state, optimizer.state_dict(), states)
     return prefixes
 
 
-def resume_training(path, run):
-    """Restore ``run`` (an ``Engine`` before its first epoch) from the checkpoint ``path``."""
+def complete_checkpoint(prefix):
+    """Whether ``prefix`` names a finished checkpoint (its ``.pdstates`` in place)."""
+    return os.path.exists(prefix + ".pdstates")
+
+
+def _load_weights(path, ckpt, states, model, ema, config):
+    """The trained weights into ``model`` (with EMA, PaddleClas develop keeps them in ``.pdema``;
+    ``.pdparams`` holds the average); returns the optimizer state with this process's names."""
     from ppcls.utils.weights import load_state_dict
 
-    ckpt = load_checkpoint(path)
-    states = from_paddleclas_states(ckpt["pdstates"])
-    model = run.bare_model
-    if states.get("arch") and states["arch"] != run.arch_name:
-        logger.warning(f"{path} was written by Arch.name={states['arch']}; this config trains "
-                       f"{run.arch_name}")
-    # with EMA, PaddleClas develop keeps the trained weights in .pdema (.pdparams: the EMA)
-    trained = "pdema" if run.ema is not None and ckpt.get("pdema") is not None else "pdparams"
+    trained = "pdema" if ema is not None and ckpt.get("pdema") is not None else "pdparams"
     load_state_dict(model, {k: v.numpy() if hasattr(v, "numpy") else v
                             for k, v in ckpt[trained].items()}, source=f"{path}.{trained}")
     opt_state = optimizer_state(ckpt["pdopt"], f"{path}.pdopt")
     saved_names = states.get("param_names")
     if saved_names is None:  # a PaddleClas checkpoint: names as its fresh process made them
-        saved_names = fresh_param_names(run.config)
+        saved_names = fresh_param_names(config)
     opt_state = remap_optimizer_state(opt_state, saved_names, model)
     if states.get("param_names") is None:
         check_optimizer_names(opt_state, model, f"{path}.pdopt")
-    run.start_epoch = int(states["epoch"])
-    lr = run.lr
+    return opt_state
+
+
+def _restore_schedule(path, states, opt_state, optimizer, lr, start_epoch):
+    """The optimizer state, and the LR schedule by the LR-on-resume rule (module docstring)."""
     same_schedule = states.get("lr_signature") == lr.signature
     if same_schedule:
         opt_state["LR_Scheduler"] = states["lr_state"]
     else:
-        lr.fast_forward(run.start_epoch)
+        lr.fast_forward(start_epoch)
         opt_state["LR_Scheduler"] = lr.scheduler.state_dict()
     try:
-        run.optimizer.set_state_dict(opt_state)
+        optimizer.set_state_dict(opt_state)
     except Exception as err:  # a checkpoint of another optimizer type or model
         raise CheckpointError(f"{path}.pdopt does not fit this optimizer "
                               f"({' '.join(str(err).split())})") from None
@@ -628,29 +592,46 @@ def resume_training(path, run):
     else:
         logger.info(f"[Resume] the LR schedule in this config differs from the one {path} was "
                     f"trained with (or {path} does not record it): using this config's "
-                    f"schedule from epoch {run.start_epoch + 1}, lr({lr.name}) = {lr.get_lr():.8f}")
-    run.best_metric = states["best_metric"]
-    run.best_epoch = states.get("best_epoch")
-    run.metric_history = list(states.get("metric_history", []))
-    if run.ema is not None:
+                    f"schedule from epoch {start_epoch + 1}, lr({lr.name}) = {lr.get_lr():.8f}")
+
+
+def resume_training(path, *, model, optimizer, lr, device, config, ema=None, scaler=None,
+                    rank=0, world_size=1):
+    """Restore each component (see :func:`save_training`; ``model`` the bare model, ``config``
+    the run's, for a PaddleClas checkpoint's parameter names) from the checkpoint ``path``,
+    before the first epoch. Returns the run's record: ``{"epoch", "best_metric", "best_epoch",
+    "metric_history", "arch"}``."""
+    ckpt = load_checkpoint(path)
+    states = from_paddleclas_states(ckpt["pdstates"])
+    arch = (config.get("Arch") or {}).get("name")
+    if states.get("arch") and states["arch"] != arch:
+        logger.warning(f"{path} was written by Arch.name={states['arch']}; this config trains "
+                       f"{arch}")
+    opt_state = _load_weights(path, ckpt, states, model, ema, config)
+    meta = {"epoch": int(states["epoch"]), "best_metric": states["best_metric"],
+            "best_epoch": states.get("best_epoch"), "arch": states.get("arch"),
+            "metric_history": list(states.get("metric_history", []))}
+    _restore_schedule(path, states, opt_state, optimizer, lr, meta["epoch"])
+    if ema is not None:
         if ckpt.get("pdema") is not None:
-            run.ema.model.set_state_dict(ckpt["pdparams"])
+            ema.model.set_state_dict(ckpt["pdparams"])
         else:
             logger.warning(f"{path} was saved without EMA (no .pdema); the EMA starts from the "
                            "resumed weights")
-            run.ema.model.set_state_dict(model.state_dict())
-    if run.scaler is not None and states.get("scaler"):
-        run.scaler.load_state_dict(states["scaler"])
-    if not restore_rng(states, run.device, getattr(run, "rank", 0), getattr(run, "world_size", 1),
-                       source=f"{path}.pdstates"):
+            ema.model.set_state_dict(model.state_dict())
+    if scaler is not None and states.get("scaler"):
+        scaler.load_state_dict(states["scaler"])
+    if not restore_rng(states, device, rank, world_size, source=f"{path}.pdstates"):
         logger.warning(f"{path}.pdstates has no RNG states (a PaddleClas checkpoint?): the "
                        "resumed run is not bit-identical to an uninterrupted one")
-    logger.info(f"[Resume] resumed from {path}: epoch {run.start_epoch}, best metric "
-                f"{run.best_metric}")
+    logger.info(f"[Resume] resumed from {path}: epoch {meta['epoch']}, best metric "
+                f"{meta['best_metric']}")
+    return meta
 
 
-__all__ = ["save_checkpoint", "load_checkpoint", "validate_states", "checkpoint_exists", "strip_suffix", "PAUSE_ENV",
+__all__ = ["save_checkpoint", "load_checkpoint", "validate_states", "checkpoint_exists", "strip_suffix",
            "from_paddleclas_states", "to_paddleclas_states", "rng_state", "set_rng_state",
            "own_rng_state", "gather_rng_states", "set_own_rng_state", "restore_rng",
            "gpu_count", "param_names", "remap_optimizer_state", "save_training", "resume_training",
+           "complete_checkpoint",
            "optimizer_state", "fresh_param_names", "check_optimizer_names"]

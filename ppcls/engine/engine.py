@@ -11,12 +11,11 @@ loaders, loss, metrics, optimizer with its LR schedule, AMP, EMA), then ``train(
     [Eval][Epoch 3][best metric: 0.74020]
 
 Resuming (``Global.checkpoints``) and checkpoints: ``ppcls.engine.checkpoint``; cross-card
-reductions: ``ppcls.engine.distributed``; per-step hooks (the ``PPCLS_TRACE_DIR`` trace):
-``ppcls.engine.hooks``; ``Global`` keys and their defaults: ``ppcls.utils.global_config``.
+reductions: ``ppcls.engine.distributed``; the loop's hooks (LR stepping, EMA, log lines,
+evaluation, checkpoints, ``Global.hooks``): ``ppcls.engine.hooks``; ``Global`` keys and their defaults: ``ppcls.utils.global_config``.
 """
 
 import contextlib
-import datetime
 import math
 import os
 import random
@@ -29,13 +28,13 @@ from ppcls.arch import build_model
 from ppcls.engine import checkpoint, distributed, run_dir
 from ppcls.engine.amp import amp_settings, build_scaler
 from ppcls.engine.ema import build_ema
-from ppcls.engine.hooks import default_hooks
+from ppcls.engine.hooks import AverageMeter, build_hooks, call_hooks
 from ppcls.engine.progressive import build_train_mode
 from ppcls.ops import fast_cpu
 from ppcls.loss import build_loss
 from ppcls.metric import build_metrics
 from ppcls.optimizer import build_optimizer
-from ppcls.utils import logger, profiler
+from ppcls.utils import logger
 from ppcls.utils.cli import handle_sigterm
 from ppcls.utils.config import print_config, save_config
 from ppcls.utils.errors import ConfigError, UserError
@@ -53,21 +52,10 @@ class TrainingDiverged(UserError):
     """The loss became NaN or Inf."""
 
 
-class AverageMeter:
-    def __init__(self):
-        self.sum, self.count = 0.0, 0
-
-    def update(self, value, n=1):
-        self.sum += float(value) * n
-        self.count += n
-
-    @property
-    def avg(self):
-        return self.sum / self.count if self.count else 0.0
-
-
-def _fmt_eta(seconds):
-    return str(datetime.timedelta(seconds=int(max(0, seconds))))
+def _seed_all(seed):
+    paddle.seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
 
 
 def _bare(model):
@@ -75,133 +63,157 @@ def _bare(model):
 
 
 class Engine:
+    """Built from the config by the builders below, in this order (each reads what the
+    earlier ones set); ``train()`` is the loop of ``ppcls.engine.hooks``."""
+
     def __init__(self, config, mode="train"):
         if mode not in ("train", "eval"):
             raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
-        self.config = config
-        self.mode = mode
+        self.config, self.mode = config, mode
         handle_sigterm()  # one line and exit 143, not Paddle's fatal-error dump
-        g = config.setdefault("Global", {})
-        requested_device = g.get("device")
+        self._read_global()
+        self._open_run()
+        self._setup_device()
+        self._init_state()
+        self._build_losses_and_metrics()  # a typo there should not wait for the data
+        self.hooks = build_hooks(config) if mode == "train" else []
+        self._build_loaders()  # the data is checked (a bad list file fails fast) ...
+        self._build_model()  # ... then the model is built
+        if mode == "train":
+            self._build_optimizer()
+            self._build_ema()
+        self._apply_amp()
+        if mode == "train":
+            self._seed_ranks()
+        if mode == "train" and self.g["checkpoints"]:
+            self._resume(self.g["checkpoints"])
+        self._wrap_model()
+        if mode == "train" and self.rank == 0:
+            save_config(config, os.path.join(self.output_dir, "config.yaml"))
+        self._vdl = self._visualdl() if mode == "train" else None
+
+    # ------------------------------------------------------------------ builders
+
+    def _read_global(self):
+        g = self.config.setdefault("Global", {})
+        self._requested_device = g.get("device")
         self.g = with_defaults(g, ENGINE_KEYS)
-        if "Arch" not in config or "name" not in (config["Arch"] or {}):
+        if "Arch" not in self.config or "name" not in (self.config["Arch"] or {}):
             raise ConfigError("the config has no Arch.name (e.g. Arch: {name: MobileNeXt_x1_0})")
-        self.arch_name = config["Arch"]["name"]
+        self.arch_name = self.config["Arch"]["name"]
         self.output_dir = os.path.join(g["output_dir"], self.arch_name)
         self.world_size, self.rank = distributed.world()
 
+    def _open_run(self):
+        """The run folder (training: one run per folder, an earlier one moved aside), the log."""
         self._run_lock, notes = None, []
-        if mode == "train":  # one training per folder; a fresh run moves an earlier one aside
-            self._run_lock, notes = run_dir.prepare(self.output_dir, bool(g.get("checkpoints")),
+        if self.mode == "train":
+            self._run_lock, notes = run_dir.prepare(self.output_dir, bool(self.g["checkpoints"]),
                                                     self.rank)
-        logger.init_logger(os.path.join(self.output_dir, f"{mode}.log"))
+        logger.init_logger(os.path.join(self.output_dir, f"{self.mode}.log"))
         for note in notes:
             logger.info(note)
-        print_config(config)
+        print_config(self.config)
         self._check_sections()
-        self.device = g["device"] = select_device(requested_device)
+
+    def _setup_device(self):
+        self.device = self.g["device"] = select_device(self._requested_device)
         if self.world_size > 1:
             paddle.distributed.init_parallel_env()
-        self.seed = g["seed"]
+        self.seed = self.g["seed"]
         if self.seed is not None:
-            paddle.seed(self.seed)
-            np.random.seed(self.seed)
-            random.seed(self.seed)
-
+            _seed_all(self.seed)
         self.amp = self._amp_settings()
-        self.scaler = None
-        self.ema = None
-        self.best_metric_ema = None
+
+    def _init_state(self):
+        self.scaler = self.ema = self.best_metric_ema = None
         self.start_epoch, self.best_metric, self.best_epoch = 0, None, None
-        self.epoch = 0  # the last epoch trained
-        self.hooks = default_hooks()
         self.metric_history = []
 
-        # Losses and metrics first: a typo there should not wait for the data to be checked.
-        loss_cfg = config.get("Loss") or {}
-        metric_cfg = config.get("Metric") or {}
-        class_num = (config.get("Arch") or {}).get("class_num", 1000)
-        if mode == "train":
+    def _build_losses_and_metrics(self):
+        loss_cfg = self.config.get("Loss") or {}
+        metric_cfg = self.config.get("Metric") or {}
+        class_num = (self.config.get("Arch") or {}).get("class_num", 1000)
+        if self.mode == "train":
             self.train_loss = build_loss(loss_cfg["Train"], "Loss.Train")
             self.train_metrics = build_metrics(metric_cfg.get("Train"), "Metric.Train", class_num)
         self.eval_loss = build_loss(loss_cfg["Eval"], "Loss.Eval") if loss_cfg.get("Eval") else None
         self.eval_metrics = build_metrics(metric_cfg.get("Eval"), "Metric.Eval", class_num)
 
+    def _build_loaders(self):
         from ppcls.data import build_dataloader
 
         self._build_dataloader = build_dataloader
+        config, g = self.config, self.g
         data_cfg = config.get("DataLoader") or {}
         self.eval_loader = None
-        if mode == "train":
-            if "Train" not in data_cfg:
-                raise ConfigError("DataLoader.Train is missing")
+        wanted = "Train" if self.mode == "train" else "Eval"
+        if wanted not in data_cfg:
+            raise ConfigError(f"DataLoader.{wanted} is missing")
+        if self.mode == "train":
             self.train_loader = build_dataloader(config, "Train", device=self.device, seed=self.seed)
             self.train_mode = build_train_mode(config)  # Global.train_mode: progressive, or None
             if getattr(self.train_loader, "batch_ops", None):
-                self._drop_train_topk(metric_cfg.get("Train"))
+                self._drop_train_topk((config.get("Metric") or {}).get("Train"))
             if g["eval_during_train"] and "Eval" not in data_cfg:
                 logger.warning("Global.eval_during_train is on but DataLoader.Eval is missing: "
                                "no evaluation during training")
                 g["eval_during_train"] = False
-            if g["eval_during_train"]:
-                self.eval_loader = build_dataloader(config, "Eval", device=self.device, seed=self.seed)
-        else:
-            if "Eval" not in data_cfg:
-                raise ConfigError("DataLoader.Eval is missing")
+        if self.mode == "eval" or g["eval_during_train"]:
             self.eval_loader = build_dataloader(config, "Eval", device=self.device, seed=self.seed)
 
-        # The data is checked first (a bad list file fails fast), then the model is built.
-        self.model = build_model(config)
-        if g["pretrained_model"] and not (mode == "train" and g["checkpoints"]):
+    def _build_model(self):
+        """The model, its pretrained weights, and (CPU) the fast kernels."""
+        g, train = self.g, self.mode == "train"
+        self.model = build_model(self.config)
+        if g["pretrained_model"] and not (train and g["checkpoints"]):
             from ppcls.utils.weights import load_pretrained
 
             # Fine-tuning (train): a classifier of another class_num keeps its initialisation.
-            load_pretrained(self.model, g["pretrained_model"], skip_mismatched_head=mode == "train")
+            load_pretrained(self.model, g["pretrained_model"], skip_mismatched_head=train)
             logger.info(f"Loaded pretrained weights from {g['pretrained_model']}")
         elif g["pretrained_model"]:
             logger.warning(f"Global.pretrained_model ({g['pretrained_model']}) is ignored: "
                            f"Global.checkpoints ({g['checkpoints']}) resumes the whole state")
-        elif mode == "eval" and not g["pretrained_model"]:
+        elif not train:
             logger.warning("Global.pretrained_model is not set: evaluating randomly initialized "
                            "weights")
-
         # CPU: own kernels for the depthwise/1x1 convs and BN+ReLU6 (Global.fast_cpu, default on).
-        fast_cpu.setup(self.model, g, device=self.device, amp=bool(self.amp), world_size=self.world_size)
-        if mode == "train":
-            self._build_optimizer()
+        fast_cpu.setup(self.model, g, device=self.device, amp=bool(self.amp),
+                       world_size=self.world_size)
 
-        if mode == "train" and config.get("EMA"):
-            self.ema = build_ema(self.model, config["EMA"])
+    def _build_ema(self):
         # (the EMA copy is taken before AMP O2 casts the model, so it averages in float32)
+        if self.config.get("EMA"):
+            self.ema = build_ema(self.model, self.config["EMA"])
+
+    def _apply_amp(self):
         if self.amp and self.amp["level"] == "O2":
-            if mode == "train":
+            if self.mode == "train":
                 self.model, self.optimizer = paddle.amp.decorate(
                     models=self.model, optimizers=self.optimizer, level="O2",
                     save_dtype="float32")
             else:
                 self.model = paddle.amp.decorate(models=self.model, level="O2",
                                                  save_dtype="float32")
-        if mode == "train" and self.amp:
+        if self.mode == "train" and self.amp:
             self.scaler = build_scaler(self.amp)
-        if mode == "train" and self.world_size > 1 and self.seed is not None:
+
+    def _seed_ranks(self):
+        if self.world_size > 1 and self.seed is not None:
             # As PaddleClas: after the model is built (the same weights on every rank), rank r
             # draws from seed + r, so the ranks' dropout and drop-path masks differ.
             logger.info(f"Set random seed to ({self.seed} + rank) for each of the "
                         f"{self.world_size} ranks")
-            paddle.seed(self.seed + self.rank)
-            np.random.seed(self.seed + self.rank)
-            random.seed(self.seed + self.rank)
-        if mode == "train" and g["checkpoints"]:
-            checkpoint.resume_training(g["checkpoints"], self)
-        if g["to_static"]:
+            _seed_all(self.seed + self.rank)
+
+    def _wrap_model(self):
+        if self.g["to_static"]:
             # backend=None: Paddle's own kernels. 3.3.1's default, "CINN", compiles with CINN on
             # a CUDA build (untested here); see README "GPU paths".
             self.model = paddle.jit.to_static(self.model, backend=None)
         if self.world_size > 1:
             self.model = paddle.DataParallel(self.model)
-        if mode == "train" and self.rank == 0:
-            save_config(config, os.path.join(self.output_dir, "config.yaml"))
-        self._vdl = self._visualdl() if mode == "train" else None
 
     # ------------------------------------------------------------------ setup helpers
 
@@ -305,10 +317,25 @@ class Engine:
         rng_ranks = checkpoint.gather_rng_states(self.device, self.world_size)
         if self.rank != 0:
             return
-        self.epoch = epoch
-        for prefix in checkpoint.save_training([os.path.join(self.output_dir, n) for n in names],
-                                               self, rng_ranks=rng_ranks):
+        prefixes = [os.path.join(self.output_dir, n) for n in names]
+        call_hooks(self.hooks, "before_save", self, prefixes)
+        meta = {"epoch": epoch, "best_metric": self.best_metric, "best_epoch": self.best_epoch,
+                "metric_history": self.metric_history, "arch": self.arch_name}
+        for prefix in checkpoint.save_training(
+                prefixes, meta, model=self.bare_model, optimizer=self.optimizer, lr=self.lr,
+                device=self.device, ema=self.ema, scaler=self.scaler, rng_ranks=rng_ranks):
             logger.info(f"Already save model in {prefix}")
+
+    def _resume(self, path):
+        """``Global.checkpoints``: each component takes its state back; the run's counters come
+        back as the record the checkpoint returns; then the ``after_load`` hooks."""
+        meta = checkpoint.resume_training(
+            path, model=self.bare_model, optimizer=self.optimizer, lr=self.lr, device=self.device,
+            config=self.config, ema=self.ema, scaler=self.scaler, rank=self.rank,
+            world_size=self.world_size)
+        self.start_epoch, self.best_metric = meta["epoch"], meta["best_metric"]
+        self.best_epoch, self.metric_history = meta["best_epoch"], meta["metric_history"]
+        call_hooks(self.hooks, "after_load", self, path)
 
     # ------------------------------------------------------------------ training
 
@@ -337,7 +364,7 @@ class Engine:
 
     def _last_checkpoint_note(self):
         latest = os.path.join(self.output_dir, "latest")
-        if os.path.exists(latest + ".pdstates"):
+        if checkpoint.complete_checkpoint(latest):
             return f"the last good checkpoint is {latest}"
         return "no checkpoint was written before it"
 
@@ -381,10 +408,9 @@ class Engine:
                 f"{self._last_checkpoint_note()} (lower Optimizer.lr.learning_rate?)")
 
     def train_epoch(self, epoch):
-        g = self.g
-        epochs = g["epochs"]
-        if getattr(self, "train_mode", None) is not None:
-            self.train_mode.before_epoch(self, epoch)  # may rebuild self.train_loader
+        """One epoch: ``before_epoch`` hooks, then each step between ``before_step`` and
+        ``after_step`` hooks, then the epoch's summary line; returns the epoch's means."""
+        call_hooks(self.hooks, "before_epoch", self, epoch)  # may rebuild self.train_loader
         self.model.train()
         loader = self.train_loader
         sampler = getattr(loader, "batch_sampler", None)
@@ -393,62 +419,43 @@ class Engine:
         total = self.iters_per_epoch
         running = distributed.RunningSums()
         checked = 0  # the first iteration not yet covered by a finite-loss check
-        batch_cost, reader_cost = AverageMeter(), AverageMeter()
-        tic = time.time()
         lr_now = self.lr.get_lr()
         for it, (images, labels, indices) in enumerate(loader):
             if it >= total:
                 break
-            reader_cost.update(time.time() - tic)
-            n = int(images.shape[0])
-            lr_now = self.lr.get_lr()  # the rate this step uses
-            logged = it % g["print_batch_step"] == 0
-            # Gradient accumulation: each of N batches adds the gradient of loss / N.
-            update = (it + 1) % self.update_freq == 0
-            with self._grad_sync(update):
-                losses, logits = self.train_step(images, labels)
-                loss = losses["loss"]
-                if self.train_metrics.metrics:
-                    running.add(self.train_metrics(logits.detach(), labels), n, count=False)
-                running.add(losses, n)
-                if logged:
-                    means = running.means(self.world_size)
-                    self._check_loss(means["loss"], epoch, it, lr_now, checked)
-                    checked = it + 1
-                self._backward_and_update(loss / self.update_freq if self.update_freq > 1 else loss,
-                                          update)
-            if update and not self.lr.by_epoch:
-                self.lr.scheduler.step()
-            if update and self.ema is not None:
-                self.ema.update(_bare(self.model))
-            profiler.step()  # -p/--profiler_options (no-op without)
-            for hook in self.hooks:
-                hook.after_step(self, {"epoch": epoch, "iter": it, "indices": indices,
-                                       "labels": labels})
-
-            batch_cost.update(time.time() - tic)
-
-            if logged:
-                metric_msg = ", ".join(f"{k}: {v:.5f}" for k, v in means.items())
-                ips = n / batch_cost.avg if batch_cost.avg > 0 else 0.0
-                eta = ((epochs - epoch) * total + (total - it - 1)) * batch_cost.avg
-                logger.info(f"[Train][Epoch {epoch}/{epochs}][Iter: {it}/{total}]"
-                            f"lr({self.lr.name}): {lr_now:.8f}, {metric_msg}, "
-                            f"batch_cost: {batch_cost.avg:.5f}s, reader_cost: {reader_cost.avg:.5f}, "
-                            f"ips: {ips:.5f} samples/s, eta: {_fmt_eta(eta)}")
-                if self._vdl is not None:
-                    step = (epoch - 1) * total + it
-                    self._vdl.add_scalar("train/lr", lr_now, step)
-                    for k, v in means.items():
-                        self._vdl.add_scalar(f"train/{k}", v, step)
-                batch_cost, reader_cost = AverageMeter(), AverageMeter()
-            tic = time.time()
+            step = {"epoch": epoch, "iter": it, "indices": indices, "labels": labels,
+                    "batch_size": int(images.shape[0]), "lr": self.lr.get_lr(),
+                    # gradient accumulation: each of N batches adds the gradient of loss / N
+                    "update": (it + 1) % self.update_freq == 0, "means": None}
+            call_hooks(self.hooks, "before_step", self, step)
+            lr_now = step["lr"]  # the rate this step uses
+            checked = self._run_step(images, labels, step, running, checked)
+            call_hooks(self.hooks, "after_step", self, step)
         means = running.means(self.world_size)
         if means and checked < total:
             self._check_loss(means["loss"], epoch, total - 1, lr_now, checked)
         summary = ", ".join(f"{k}: {v:.5f}" for k, v in means.items())
-        logger.info(f"[Train][Epoch {epoch}/{epochs}][Avg]{summary}")
+        logger.info(f"[Train][Epoch {epoch}/{self.g['epochs']}][Avg]{summary}")
         return means
+
+    def _run_step(self, images, labels, step, running, checked):
+        """Forward, loss (checked on logged iterations), backward and (on ``step["update"]``)
+        the optimizer step; returns the first iteration not yet covered by a loss check."""
+        it, update = step["iter"], step["update"]
+        with self._grad_sync(update):
+            losses, logits = self.train_step(images, labels)
+            loss = losses["loss"]
+            if self.train_metrics.metrics:
+                running.add(self.train_metrics(logits.detach(), labels), step["batch_size"],
+                            count=False)
+            running.add(losses, step["batch_size"])
+            if it % self.g["print_batch_step"] == 0:
+                step["means"] = running.means(self.world_size)
+                self._check_loss(step["means"]["loss"], step["epoch"], it, step["lr"], checked)
+                checked = it + 1
+            self._backward_and_update(loss / self.update_freq if self.update_freq > 1 else loss,
+                                      update)
+        return checked
 
     def _should_eval(self, epoch):
         g = self.g
@@ -459,8 +466,9 @@ class Engine:
         return epoch % g["eval_interval"] == 0 or epoch == g["epochs"]
 
     def train(self):
-        g = self.g
-        epochs = g["epochs"]
+        """The loop: ``before_run``; each epoch, :meth:`train_epoch` then ``after_epoch``
+        (LR by epoch, evaluation, checkpoints); ``after_run``. Returns the best eval metric."""
+        epochs = self.g["epochs"]
         if self.start_epoch >= epochs:
             logger.info(f"Nothing to train: the checkpoint is at epoch {self.start_epoch} and "
                         f"Global.epochs is {epochs}")
@@ -469,46 +477,11 @@ class Engine:
                     f"{self.iters_per_epoch} iterations an epoch, on {self.world_size} "
                     f"{self.device} process(es); output in {self.output_dir}")
         logger.info(distributed.LOSS_LOG_NOTE)
+        call_hooks(self.hooks, "before_run", self)
         for epoch in range(self.start_epoch + 1, epochs + 1):
-            self.train_epoch(epoch)
-            if self.lr.by_epoch:
-                self.lr.scheduler.step()
-            names = []
-            if self._should_eval(epoch):
-                results = self.evaluate(epoch)
-                metric = results.get(self.eval_metrics.names[0]) if self.eval_metrics.names else None
-                if metric is not None and self.ema is not None:
-                    # as PaddleClas: the EMA weights are evaluated too; the best of both counts
-                    ema_metric = self.evaluate(epoch, model=self.ema.model)[self.eval_metrics.names[0]]
-                    if self.best_metric_ema is None or ema_metric > self.best_metric_ema:
-                        self.best_metric_ema = ema_metric
-                    logger.info(f"[Eval][Epoch {epoch}][best metric ema: {self.best_metric_ema:.5f}]")
-                    if self._vdl is not None:
-                        self._vdl.add_scalar("eval/" + self.eval_metrics.names[0] + "_ema",
-                                             ema_metric, epoch)
-                    metric = max(metric, ema_metric)
-                if metric is not None:
-                    self.metric_history.append((epoch, metric))
-                    if self.best_metric is None or metric > self.best_metric:
-                        self.best_metric, self.best_epoch = metric, epoch
-                        if g["save_best_model"]:
-                            names.append("best_model")
-                    logger.info(f"[Eval][Epoch {epoch}][best metric: {self.best_metric:.5f}]")
-                    if self._vdl is not None:
-                        self._vdl.add_scalar("eval/" + self.eval_metrics.names[0], metric, epoch)
-            if g["save_interval"] and epoch % g["save_interval"] == 0:
-                names.append(f"epoch_{epoch}")
-            names.append("latest")
-            self._save(names, epoch)
-        if self.best_metric is not None:
-            logger.info(f"Best {self.eval_metrics.names[0]}: {self.best_metric:.5f} "
-                        f"(epoch {self.best_epoch})")
-        if g["plot_curves"] and self.rank == 0:
-            from ppcls.engine.curves import plot_log
-
-            png = plot_log(os.path.join(self.output_dir, "train.log"),
-                           os.path.join(self.output_dir, "curves.png"))
-            logger.info(f"Training curves written to {png}")
+            outputs = {"train": self.train_epoch(epoch)}
+            call_hooks(self.hooks, "after_epoch", self, epoch, outputs)
+        call_hooks(self.hooks, "after_run", self)
         return self.best_metric
 
     # ------------------------------------------------------------------ evaluation
@@ -534,14 +507,9 @@ class Engine:
         was_training = model.training
         model.eval()
         loader = self.eval_loader
-        multi = self.world_size > 1
         total = len(loader)
-        loss_meters = {}
-        hit_sums, seen = {}, 0
-        all_idx, all_hits = [], []
-        names = self.eval_metrics.names
+        tally = _EvalTally(self.eval_metrics.names, self.world_size > 1)
         batch_cost, reader_cost = AverageMeter(), AverageMeter()
-        current_loss, running_hits = {}, dict.fromkeys(names, 0.0)
         tic = time.time()
         for it, (images, labels, indices) in enumerate(loader):
             if it == 5:  # as PaddleClas: the timings leave out the first batches
@@ -551,37 +519,52 @@ class Engine:
             with self._autocast(training=False):
                 logits = model(images)
             logits = logits.astype("float32")
-            if self.eval_loss is not None:
-                for name, value in self.eval_loss(logits, labels).items():
-                    current_loss[name] = float(value)
-                    loss_meters.setdefault(name, AverageMeter()).update(float(value), n)
-            hits = self.eval_metrics(logits, labels)
-            for k in names:
-                running_hits[k] += float(hits[k].sum())
-            if multi:  # each sample counted once over the padded shards, by its index
-                all_idx.append(np.asarray(indices, dtype="int64"))
-                all_hits.append(np.stack([hits[k].numpy() for k in names], axis=1)
-                                if names else np.zeros((n, 0), "float32"))
-            else:
-                for k in names:
-                    hit_sums[k] = hit_sums.get(k, 0.0) + float(hits[k].sum())
-            seen += n
+            losses = self.eval_loss(logits, labels) if self.eval_loss is not None else {}
+            tally.add(losses, self.eval_metrics(logits, labels), indices, n)
             batch_cost.update(time.time() - tic)
             if it % self.g["print_batch_step"] == 0:
-                self._log_eval_iter(epoch, it, total, n, current_loss,
-                                    {k: running_hits[k] / seen for k in names},
+                self._log_eval_iter(epoch, it, total, n, tally.current_loss, tally.running(),
                                     batch_cost, reader_cost)
             tic = time.time()
-
-        results = {}
-        if multi:
-            results.update(distributed.reduce_losses(loss_meters))
-            results.update(distributed.reduce_hits(all_idx, all_hits, names))
-        else:
-            results.update({k: m.avg for k, m in loss_meters.items()})
-            results.update({k: hit_sums.get(k, 0.0) / seen if seen else 0.0 for k in names})
+        results = tally.results()
         msg = ", ".join(f"{k}: {v:.5f}" for k, v in results.items() if k != "count")
         logger.info(f"[Eval][Epoch {epoch}][Avg]{msg}")
         if was_training:
             model.train()
+        return results
+
+
+class _EvalTally:
+    """What an evaluation adds up: this batch's losses, the loss means, the hits of each metric
+    (on more than one rank also each sample's index and hits, counted once over the padded
+    shards by :func:`distributed.reduce_hits`)."""
+
+    def __init__(self, names, multi):
+        self.names, self.multi = names, multi
+        self.current_loss, self.loss_meters = {}, {}
+        self.hits, self.seen = dict.fromkeys(names, 0.0), 0
+        self.all_idx, self.all_hits = [], []
+
+    def add(self, losses, hits, indices, n):
+        for name, value in losses.items():
+            self.current_loss[name] = float(value)
+            self.loss_meters.setdefault(name, AverageMeter()).update(float(value), n)
+        for k in self.names:
+            self.hits[k] += float(hits[k].sum())
+        if self.multi:
+            self.all_idx.append(np.asarray(indices, dtype="int64"))
+            self.all_hits.append(np.stack([hits[k].numpy() for k in self.names], axis=1)
+                                 if self.names else np.zeros((n, 0), "float32"))
+        self.seen += n
+
+    def running(self):
+        """The metrics averaged over the images so far (this process's)."""
+        return {k: self.hits[k] / self.seen for k in self.names}
+
+    def results(self):
+        if self.multi:
+            return {**distributed.reduce_losses(self.loss_meters),
+                    **distributed.reduce_hits(self.all_idx, self.all_hits, self.names)}
+        results = {k: m.avg for k, m in self.loss_meters.items()}
+        results.update({k: self.hits[k] / self.seen if self.seen else 0.0 for k in self.names})
         return results

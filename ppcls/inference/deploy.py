@@ -95,6 +95,53 @@ def _describe(g, predictor):
     return info
 
 
+def _inputs(g):
+    """``(Global.inference_model_dir, the image paths of Global.infer_imgs)``, both checked."""
+    for key in ("infer_imgs", "inference_model_dir"):
+        if g.get(key) is None:
+            raise ConfigError(f"Global.{key} is missing")
+    model_dir = g["inference_model_dir"]
+    paths = list_images(g["infer_imgs"], key="Global.infer_imgs")
+    if not os.path.isdir(model_dir):
+        raise ConfigError(f"Global.inference_model_dir: no such folder: {model_dir}")
+    return model_dir, paths
+
+
+def _warm_up(predictor, times, paths, load, batch_size, exported):
+    """Run the first readable batch ``times`` times, untimed (its errors are reported by the
+    real pass); ``exported``: ``(record, model_dir)`` to check its input shape against."""
+    for _, batch in ImageBatches(paths, load, batch_size=batch_size, stream=io.StringIO()):
+        if exported:
+            check_input_shape(batch.shape[1:], *exported)
+        for _ in range(times):
+            predictor.run(batch)
+        break
+
+
+def _open_predictor(g, record):
+    predictor = create_predictor(g, record)
+    described = predictor.describe()
+    logger.info(f"predicting with {described['backend']} on {described['device']}, "
+                f"{described['precision']}")
+    return predictor
+
+
+def _predict_batch(predictor, batch, names, is_softmax, postprocess, timer):
+    """One batch's result dicts (``timer``: the benchmark's stages, or None)."""
+    if timer:
+        timer.info.setdefault("input_shape", list(batch.shape[1:]))
+        timer.stamp()
+    scores = predictor.run(batch)
+    if timer:
+        timer.stamp()
+    if not is_softmax:
+        scores = softmax(scores)
+    batch_results = postprocess(scores, names)
+    if timer:
+        timer.end(len(names))
+    return batch_results
+
+
 def predict_cls(cfg, emit=print):
     """Classify ``Global.infer_imgs``; ``emit`` one formatted line per image.
 
@@ -106,22 +153,13 @@ def predict_cls(cfg, emit=print):
     g = cfg.get("Global") or {}
     if g.get("save_log_path"):
         logger.init_logger(g["save_log_path"])  # the log (and benchmark report) also goes there
-    for key in ("infer_imgs", "inference_model_dir"):
-        if g.get(key) is None:
-            raise ConfigError(f"Global.{key} is missing")
-    model_dir = g["inference_model_dir"]
-    paths = list_images(g["infer_imgs"], key="Global.infer_imgs")
-    if not os.path.isdir(model_dir):
-        raise ConfigError(f"Global.inference_model_dir: no such folder: {model_dir}")
+    model_dir, paths = _inputs(g)
     record = read_inference_yml(model_dir)
     op_list, post, is_softmax = _sections(cfg, record, model_dir)
     exported_shape = ((record or {}).get("Global") or {}).get("image_shape")
     ops = create_operators(op_list, where="PreProcess.transform_ops")
     postprocess = build_postprocess(post, key="PostProcess")
-    predictor = create_predictor(g, record)
-    described = predictor.describe()
-    logger.info(f"predicting with {described['backend']} on {described['device']}, "
-                f"{described['precision']}")
+    predictor = _open_predictor(g, record)
 
     benchmark = bool(g.get("benchmark") or g.get("enable_benchmark"))
     warmup = g.get("warmup_iters", DEFAULT_WARMUP_BENCHMARK if benchmark else 0)
@@ -131,13 +169,9 @@ def predict_cls(cfg, emit=print):
         return transform(decode_image(path), ops)
 
     batch_size = g.get("batch_size", 1)
-    if warmup:  # on the first readable batch, untimed (its errors are reported by the real pass)
-        for _, batch in ImageBatches(paths, load, batch_size=batch_size, stream=io.StringIO()):
-            if exported_shape:
-                check_input_shape(batch.shape[1:], record, model_dir)
-            for _ in range(warmup):
-                predictor.run(batch)
-            break
+    if warmup:
+        _warm_up(predictor, warmup, paths, load, batch_size,
+                 (record, model_dir) if exported_shape else None)
     batches = ImageBatches(paths, load, batch_size=batch_size)
     results = []
     iterator = iter(batches)
@@ -151,18 +185,7 @@ def predict_cls(cfg, emit=print):
         if exported_shape:  # the first batch: a size the export was not made for is an error
             check_input_shape(batch.shape[1:], record, model_dir)
             exported_shape = None
-        if timer:
-            timer.info.setdefault("input_shape", list(batch.shape[1:]))
-            timer.stamp()
-        scores = predictor.run(batch)
-        if timer:
-            timer.stamp()
-        if not is_softmax:
-            scores = softmax(scores)
-        batch_results = postprocess(scores, names)
-        if timer:
-            timer.end(len(names))
-        for result in batch_results:
+        for result in _predict_batch(predictor, batch, names, is_softmax, postprocess, timer):
             emit(format_result(result))
             results.append(result)
     if timer and results:

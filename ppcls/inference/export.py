@@ -30,20 +30,20 @@ from ppcls.inference.artifacts import (EXPORT_FILES, ONNX_FILE, find_model_files
                                       sha256_file, write_record)
 from ppcls.utils import logger
 from ppcls.utils.errors import ConfigError, UserError, write_error
+from ppcls.utils.global_config import default_of, global_value
 
-DEFAULT_IMAGE_SHAPE = [3, 224, 224]
-DEFAULT_SAVE_DIR = "./inference"
+DEFAULT_SAVE_DIR = default_of("save_inference_dir")
 ONNX_OPSET = 11
 _SKIPPED_OPS = ("DecodeImage",)  # deployment decodes the file itself
 
 
 def image_shape(cfg):
-    shape = (cfg.get("Global") or {}).get("image_shape", DEFAULT_IMAGE_SHAPE)
+    shape = global_value(cfg, "image_shape")
     if (not isinstance(shape, list) or len(shape) != 3
             or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)):
         raise ConfigError(f"Global.image_shape: expected [channels, height, width] of positive "
                           f"integers, got {shape!r}")
-    return shape
+    return list(shape)
 
 
 def _op_name(op):
@@ -226,12 +226,11 @@ def export_model(cfg, before_commit=None):
     written) before it is swapped into place, so what it adds is part of the one export."""
     import paddle
 
-    g = cfg.get("Global") or {}
-    out_dir = g.get("save_inference_dir") or DEFAULT_SAVE_DIR
+    out_dir = global_value(cfg, "save_inference_dir") or DEFAULT_SAVE_DIR
     shape = image_shape(cfg)
     # PaddleClas's Arch.infer_add_softmax (default True) and our Global.export_softmax: both must allow it.
-    with_softmax = g.get("export_softmax", True) and (cfg.get("Arch") or {}).get("infer_add_softmax", True)
-    want_onnx = g.get("export_onnx")  # None: when paddle2onnx is importable
+    with_softmax = global_value(cfg, "export_softmax") and (cfg.get("Arch") or {}).get("infer_add_softmax", True)
+    want_onnx = global_value(cfg, "export_onnx")  # None: when paddle2onnx is importable
     transforms = deploy_transforms(cfg)
     post = _postprocess(cfg)
     label_file = post["class_id_map_file"]

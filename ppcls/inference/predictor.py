@@ -47,13 +47,13 @@ from ppcls.inference.artifacts import (MODEL_FILES, ONNX_FILE, file_status, find
                                       read_inference_yml)
 from ppcls.utils import logger
 from ppcls.utils.errors import ConfigError, UserError
+from ppcls.utils.global_config import DEFAULT_IMAGE_SHAPE
 from ppcls.utils.hashing import file_sha256
 from ppcls.utils.registry import Registry
 
 DEFAULT_GPU_MEM = 8000
 TRT_MIN_SUBGRAPH_SIZE = 3
 TRT_WORKSPACE = 1 << 30
-DEFAULT_IMAGE_SHAPE = [3, 224, 224]
 
 BACKENDS = Registry("inference back-end")
 

@@ -86,18 +86,24 @@ class Terminated(SystemExit):
     """SIGTERM arrived: the run stops here (exit code 143 = 128 + SIGTERM)."""
 
 
-def _on_sigterm(signum, frame, owner=[None]):  # noqa: B006 (the pid that installed it)
-    import os
-    import signal
+class _SigtermHandler:
+    """The SIGTERM handler of the process ``owner`` (a forked worker dies as by default)."""
 
-    if owner[0] is not None and os.getpid() != owner[0]:  # a forked worker: die as by default
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTERM)
-        return
-    print("Terminated (SIGTERM): stopping now; no partial checkpoint is written and the last "
-          "complete one is kept (resume with Global.checkpoints=<output>/latest)",
-          file=sys.stderr, flush=True)
-    raise Terminated(143)
+    def __init__(self, owner):
+        self.owner = owner
+
+    def __call__(self, signum, frame):
+        import os
+        import signal
+
+        if os.getpid() != self.owner:  # a forked worker: die as by default
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        print("Terminated (SIGTERM): stopping now; no partial checkpoint is written and the last "
+              "complete one is kept (resume with Global.checkpoints=<output>/latest)",
+              file=sys.stderr, flush=True)
+        raise Terminated(143)
 
 
 def handle_sigterm():
@@ -110,8 +116,7 @@ def handle_sigterm():
 
     if threading.current_thread() is not threading.main_thread():
         return
-    _on_sigterm.__defaults__[0][0] = os.getpid()
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, _SigtermHandler(os.getpid()))
 
 
 def loader_worker_error(err):
@@ -122,10 +127,10 @@ def loader_worker_error(err):
     text = " ".join(str(err).split())
     if "DataLoader process" not in text and "Blocking queue is killed" not in text:
         return None
-    loader = sys.modules.get("ppcls.data.loader")
-    stalled = getattr(loader, "STALLED", None)
-    if stalled:
-        return stalled[-1]
+    from ppcls.utils.errors import LOADER_STALLS
+
+    if LOADER_STALLS:
+        return LOADER_STALLS[-1]
     found = re.search(r"DataLoader process \(pid (\d+)\) exited (?:is )?(.*?)\.? \(at ", text)
     how = f" (pid {found.group(1)}: {found.group(2)})" if found else ""
     return (f"a DataLoader worker process died{how}; out of memory? lower "

@@ -13,6 +13,11 @@ class ConfigError(UserError):
     pass
 
 
+# The message of each DataLoader watchdog stop in this process: ppcls.data.loader appends,
+# ppcls.utils.cli reports the last one instead of Paddle's "worker died" error.
+LOADER_STALLS = []
+
+
 class DataError(UserError):
     pass
 

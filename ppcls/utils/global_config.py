@@ -11,6 +11,7 @@ import os
 from ppcls.utils.errors import ConfigError
 
 _STR, _OPT_STR, _INT, _OPT_INT, _BOOL = (str,), (str, type(None)), (int,), (int, type(None)), (bool,)
+DEFAULT_IMAGE_SHAPE = [3, 224, 224]  # the model's input [C, H, W] when nothing else says
 
 # key -> (accepted types, default, one line of what it does)
 GLOBAL = {
@@ -26,10 +27,12 @@ GLOBAL = {
     "epochs": (_INT, 1, "epochs to train"),
     "print_batch_step": (_INT, 10, "a log line every this many iterations"),
     "use_visualdl": (_BOOL, False, "write VisualDL scalars to <output>/vdl"),
-    "image_shape": ((list,), None, "input shape [C, H, W] for export and model_info"),
+    "image_shape": ((list,), DEFAULT_IMAGE_SHAPE, "input shape [C, H, W] of the export (missing: "
+                    "[3, 224, 224]); model_info without it reads the config's crop size"),
     "image_channel": (_OPT_INT, None, "PaddleClas's *_ultra recipes anchor image_shape and "
                       "channel_num to it; no code reads it (there either)"),
-    "save_inference_dir": (_STR, None, "where tools/export_model.py writes the export"),
+    "save_inference_dir": (_OPT_STR, "./inference", "where tools/export_model.py writes the export "
+                                                   "(null: the default)"),
     "seed": (_OPT_INT, None, "seed of every generator (null: a fresh one)"),
     "to_static": (_BOOL, False, "train the paddle.jit.to_static graph"),
     "update_freq": (_INT, 1, "gradient accumulation: one optimizer step every this many batches"),
@@ -41,7 +44,8 @@ GLOBAL = {
     "fast_reader": (_BOOL, True, "decode only what RandCropImage needs (JPEG DCT scaling, one crop+resize)"),
     "device_normalize": (_BOOL, True, "uint8 batches; a final NormalizeImage runs on the batch, on its device"),
     "export_softmax": (_BOOL, True, "append a softmax to the exported model"),
-    "export_onnx": (_BOOL, False, "also convert the export to inference.onnx"),
+    "export_onnx": ((bool, type(None)), None, "also convert the export to inference.onnx: True (a "
+                   "failure is an error), False, or null/missing: when paddle2onnx is installed"),
     "export_format": ((str, list), "paddle", "phone formats too: tflite, ort, legacy, mobile (all) "
                                             "(ppcls.inference.mobile, docs/mobile.md)"),
     "export_calib_images": (_OPT_INT, None, "INT8 calibration images of export_format tflite/ort "
@@ -50,6 +54,8 @@ GLOBAL = {
     "plot_curves": (_BOOL, False, "write curves.png from train.log at the end of training"),
     "max_iters_per_epoch": (_OPT_INT, None, "cut every epoch to this many iterations"),
     "train_mode": (_OPT_STR, None, "progressive: EfficientNetV2's progressive training (ppcls.engine.progressive)"),
+    "hooks": ((list, type(None)), None, "more training-loop hooks: registered names, or {name: {keys}} "
+              "(ppcls.engine.hooks; the default hooks are always on)"),
     "save_best_model": (_BOOL, True, "keep best_model (the best eval metric so far)"),
     "cpu_num_threads": (_OPT_INT, None, "CPU threads (null: the CPUs available)"),
     # deployment (deploy/configs/inference_cls.yaml, ppcls.inference)
@@ -76,6 +82,11 @@ GLOBAL_SCHEMA = {key: types for key, (types, _, _) in GLOBAL.items()}  # key -> 
 def global_value(config, key):
     """``config["Global"][key]``, or the table's default."""
     return (config.get("Global") or {}).get(key, GLOBAL[key][1])
+
+
+def default_of(key):
+    """The table's default of ``Global.key``."""
+    return GLOBAL[key][1]
 
 
 def with_defaults(global_section, keys=None):
@@ -144,5 +155,5 @@ def select_device(device=None, fallback=False, set_it=True):
     return device
 
 
-__all__ = ["GLOBAL", "GLOBAL_SCHEMA", "global_value", "with_defaults", "select_device",
+__all__ = ["GLOBAL", "GLOBAL_SCHEMA", "DEFAULT_IMAGE_SHAPE", "default_of", "global_value", "with_defaults", "select_device",
            "selected_gpu", "gpu_visible"]

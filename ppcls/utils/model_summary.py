@@ -10,7 +10,7 @@ import numpy as np
 import paddle
 from paddle import nn
 
-DEFAULT_IMAGE_SHAPE = [3, 224, 224]
+from ppcls.utils.global_config import DEFAULT_IMAGE_SHAPE
 
 
 def count_parameters(model):
