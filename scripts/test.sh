@@ -6,7 +6,7 @@ python -m pip install -q -r requirements.txt -r requirements-test.txt
 python -m pip install -q --no-deps -e .
 python -m pytest tests -q -p no:cacheprovider "$@"
 # TIPC lite_train_lite_infer on CPU (test_tipc/README.md) with the seed's own TIPC file,
-# unchanged (../shared/fixtures; tests/test_tipc.py runs upstream develop's); TIPC=0 skips it.
+# unchanged (../shared/fixtures; tests/tools/test_tipc.py runs upstream develop's); TIPC=0 skips it.
 if [[ "${TIPC:-1}" != "0" ]]; then
     tipc_config=../shared/fixtures/paddleclas/seed/MobileNeXt_100_train_infer_python.txt
     bash test_tipc/prepare.sh "${tipc_config}" lite_train_lite_infer

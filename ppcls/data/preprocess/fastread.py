@@ -23,7 +23,7 @@ errors as before: PNG and other formats, CMYK/YCCK JPEGs, JPEGs whose EXIF orien
 (the crop box is drawn on the upright image), images over PIL's decompression-bomb limit, and
 data libjpeg-turbo calls damaged (PIL then decodes it or names the error, as before).
 
-Differences from the unfused ops (measured in tests/test_reader.py and docs/benchmarks.md): a
+Differences from the unfused ops (measured in tests/data/test_reader.py and docs/benchmarks.md): a
 DCT-scaled decode differs from a full decode averaged over the same blocks by JPEG rounding
 (mean absolute difference < 1 grey level), and the OpenCV resize differs from PIL's by one to
 two grey levels on average. ``Global.fast_reader: False`` (``ImageNetDataset(fast_reader=False)``) keeps the ops
@@ -163,7 +163,7 @@ def decode_jpeg_scaled(data, h, w, k, rows=None):
 
     ``rows``: only the top ``rows`` source rows are needed. A baseline JPEG then decodes only
     those (and a margin), by declaring that height in a copy of its header: the rows returned
-    are those of the whole decode, to the bit (tests/test_reader.py), and fewer of them."""
+    are those of the whole decode, to the bit (tests/data/test_reader.py), and fewer of them."""
     if simplejpeg is not None:
         if rows is not None:
             short = _top_rows(data, min(h, -(-(rows + _ROW_MARGIN * k) // 16) * 16))

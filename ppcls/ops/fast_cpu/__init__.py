@@ -13,7 +13,7 @@ own CPU math and keeps freed memory in the process for reuse (see ``runtime``):
     fast_cpu.disable(model)         # back to Paddle's kernels
 
 The switch changes no parameter, name or number: gradients equal Paddle's to float
-rounding (tests/test_fast_cpu.py). It is on by default for CPU training
+rounding (tests/ops/test_fast_cpu.py). It is on by default for CPU training
 (``Global.fast_cpu: True``); ``Global.fast_cpu: False`` or the environment variable
 ``PPCLS_FAST_CPU=0`` turn it off. Without a C++ compiler, or if the build fails, there is
 one warning and Paddle's kernels are used. GPU tensors always use Paddle's kernels.

@@ -15,7 +15,7 @@ from ppcls.data.preprocess.batch_ops import (BATCH_OPS, apply_batch_operators, b
                                              create_batch_operators)
 from ppcls.utils.errors import ConfigError
 
-UPSTREAM = Path(__file__).resolve().parents[1] / ".." / "shared" / "fixtures" / "paddleclas" / "upstream"
+UPSTREAM = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "paddleclas" / "upstream"
 if not UPSTREAM.exists():
     UPSTREAM = Path("/work/shared/fixtures/paddleclas/upstream")
 RECIPES = ["DeiT_tiny_patch16_224", "EfficientNetB0", "MobileNetV3_large_x1_0", "ResNet50_Mixup",

@@ -1,5 +1,5 @@
-"""Worker of tests/test_gpu_second_pass.py, run on two CPU processes by
-``python -m paddle.distributed.launch --nproc_per_node 2 tests/dist_gpu20_worker.py DATA OUT``.
+"""Worker of tests/engine/test_gpu_second_pass.py, run on two CPU processes by
+``python -m paddle.distributed.launch --nproc_per_node 2 tests/engine/dist_gpu20_worker.py DATA OUT``.
 
 Several short trainings in one launch (a launch costs more than the trainings), each with its
 own output folder; every rank writes what it saw to ``OUT/result.rank<R>.json``:
@@ -21,9 +21,9 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/: helpers, conftest
 
-from test_engine_utils import QUICKSTART, tiny_overrides  # noqa: E402
+from helpers import QUICKSTART, tiny_overrides  # noqa: E402
 
 
 def _config(root, out, epochs=2, **global_keys):

@@ -17,7 +17,7 @@ import types
 import numpy as np
 import pytest
 
-from test_engine_utils import QUICKSTART, tiny_data, tiny_overrides  # noqa: F401
+from helpers import QUICKSTART, tiny_data, tiny_overrides  # noqa: F401
 
 
 # --------------------------------------------------------------------------- forcing Paddle's GPU branch
@@ -264,7 +264,7 @@ def test_amp_eval_and_export_after_training(amp_cycle):
     assert os.path.isfile(os.path.join(r["export"], "inference.json")) or \
         os.path.isfile(os.path.join(r["export"], "inference.pdmodel"))
     # the checkpoint is PaddleClas's float32 format whatever the level
-    from test_engine_utils import load_params
+    from helpers import load_params
 
     params, _ = load_params(os.path.join(os.path.dirname(r["export"]), "straight",
                                          "MobileNeXt_x0_35", "latest"))
@@ -364,7 +364,7 @@ def test_gpu_to_static_asks_for_paddle_kernels_not_cinn(monkeypatch, tiny_data, 
 def test_gpu_worker_wait_limit_setting(monkeypatch):
     """The bound on the wait for loader workers (the shared-memory deadlock the GPU path may
     hit): PPCLS_LOADER_TIMEOUT seconds, 0 for none, anything else one clear error. The stuck
-    worker itself is tested in tests/test_failures.py (stopped with one line)."""
+    worker itself is tested in tests/engine/test_failures.py (stopped with one line)."""
     from ppcls.data.loader import wait_limit
     from ppcls.utils.errors import ConfigError
 

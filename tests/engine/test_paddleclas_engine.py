@@ -17,7 +17,7 @@ import paddle
 import pytest
 
 from conftest import ROOT
-from test_engine_utils import QUICKSTART, tiny_data, tiny_overrides  # noqa: F401 (fixture)
+from helpers import QUICKSTART, tiny_data, tiny_overrides  # noqa: F401 (fixture)
 
 from ppcls.engine.engine import Engine
 from ppcls.utils.config import get_config

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from test_paddleclas_files import PUBLISHED, published  # noqa: F401  (the 127.0.0.1 server)
+from helpers import PUBLISHED, published  # noqa: F401  (the 127.0.0.1 server)
 
 IMAGES = os.path.join(ROOT, "deploy", "images")
 RECIPE = os.path.join(ROOT, "ppcls", "configs", "ImageNet", "MobileNeXt", "MobileNeXt_x1_0.yaml")

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from test_engine_utils import (EVAL, QUICKSTART, TRAIN, N_TRAIN, command, run_ok, tiny_data,  # noqa: F401
+from helpers import (EVAL, QUICKSTART, TRAIN, N_TRAIN, command, run_ok, tiny_data,  # noqa: F401
                                tiny_overrides)
 
 ARCH = "MobileNeXt_x0_35"

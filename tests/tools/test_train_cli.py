@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from test_engine_utils import (COOLDOWN, EVAL, QUICKSTART, RECIPE, ROOT, TRAIN, command, data_overrides,
+from helpers import (COOLDOWN, EVAL, QUICKSTART, RECIPE, ROOT, TRAIN, command, data_overrides,
                                env, load_params, run_ok, tiny_data, tiny_overrides)  # noqa: F401
 
 SMALL_RECIPE = [  # the recipe's transforms at 32 px, 2 iterations an epoch, 10 classes
@@ -111,7 +111,7 @@ def _bad_cases(root, tmp):
     cases["corrupt jpeg"] = (with_list("corrupt.txt", ["train/broken.jpg 0"] + good[:15]),
                              ["broken.jpg", "corrupt.txt"])
     # (an AMP section on CPU is no longer refused: it trains in float32 with one warning,
-    # tests/test_amp_gpu_paths.py)
+    # tests/engine/test_amp_gpu_paths.py)
     cases["gpu without cuda"] = (base + ["Global.device=gpu"], ["Global.device", "CUDA"])
     return cases
 

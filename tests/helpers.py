@@ -5,13 +5,20 @@ with short list files so a run takes seconds. Runs use the quickstart config wit
 (MobileNeXt_x0_35, 8 images a batch), so the config file users run is the one tested.
 """
 
+import functools
+import http.server
 import os
+import shutil
 import subprocess
 import sys
+import threading
+import types
+
+import numpy as np
 
 import pytest
 
-from conftest import ROOT
+from conftest import FIXTURES, ROOT
 
 QUICKSTART = os.path.join(ROOT, "configs", "quickstart", "MobileNeXt_x1_0_digits.yaml")
 RECIPE = os.path.join(ROOT, "ppcls", "configs", "ImageNet", "MobileNeXt", "MobileNeXt_100.yaml")
@@ -107,14 +114,98 @@ def log_lines(text, marker):
     return [line for line in text.splitlines() if marker in line]
 
 
-@pytest.mark.parametrize("key,value", [("eval_mode", "retrieval")])  # use_dali: tests/test_vocabulary.py
-def test_paddleclas_global_keys_we_cannot_honour_are_refused(tmp_path, key, value):
-    from ppcls.engine.engine import Engine
-    from ppcls.utils.errors import ConfigError
+# ------------------------------------------------------------ PaddleClas's published weights
 
-    cfg = {"Global": {"device": "cpu", "output_dir": str(tmp_path), key: value},
-           "Arch": {"name": "MobileNeXt_x0_35", "class_num": 10},
-           "Loss": {"Train": [{"CELoss": {"weight": 1.0}}]},
-           "Optimizer": {"name": "Momentum", "momentum": 0.9, "lr": {"name": "Constant", "learning_rate": 0.1}}}
-    with pytest.raises(ConfigError, match=f"Global.{key}"):
-        Engine(cfg, mode="train")
+PUBLISHED = "MobileNeXt_x1_0_pretrained.pdparams"
+
+
+def _build_published_file(path):
+    """PaddleClas's MobileNeXt_x1_0 file, built from the official fixture in Paddle names."""
+    import paddle
+
+    from ppcls.utils.torch_weights import torch_state_dict_to_paddle
+
+    npz = np.load(os.path.join(FIXTURES, "mobilenext_official_w1_0.npz"))
+    prefix = "state_dict/"
+    state = torch_state_dict_to_paddle({k[len(prefix):]: npz[k] for k in npz.files
+                                        if k.startswith(prefix)})
+    paddle.save({k: paddle.to_tensor(np.ascontiguousarray(v)) for k, v in state.items()}, path)
+    return npz
+
+
+class _Server:
+    """A static file server on 127.0.0.1 that counts the requests it answers."""
+
+    def __init__(self, folder):
+        self.requests = []
+        server = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                server.requests.append(self.path)
+                super().do_GET()
+
+        self.httpd = http.server.ThreadingHTTPServer(
+            ("127.0.0.1", 0), functools.partial(Handler, directory=str(folder)))
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/dygraph"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(scope="session")
+def published(tmp_path_factory):
+    """``(server, npz)``: the fixture-built published file served at ``server.url``."""
+    folder = tmp_path_factory.mktemp("bcebos")
+    (folder / "dygraph").mkdir()
+    npz = _build_published_file(str(folder / "dygraph" / PUBLISHED))
+    (folder / "dygraph" / "broken").mkdir()
+    (folder / "dygraph" / "broken" / PUBLISHED).write_bytes(b"<html>not found</html>")
+    server = _Server(folder)
+    yield server, npz
+    server.close()
+
+
+# ------------------------------------------------------------ stand-ins for GPU-only Paddle parts
+
+class FakeTensorRT:
+    """Records what our code hands to paddle.tensorrt; convert() copies the program as is."""
+
+    def __init__(self):
+        self.calls = []
+        self.PrecisionMode = types.SimpleNamespace(FP32="FP32", FP16="FP16", INT8="INT8", BF16="BF16")
+        fake = self
+
+        class Input:
+            def __init__(self, **kwargs):
+                self.kwargs = kwargs
+
+        class TensorRTConfig:
+            def __init__(self, inputs, **kwargs):
+                self.inputs, self.kwargs = inputs, kwargs
+                fake.config = self
+
+        self.Input, self.TensorRTConfig = Input, TensorRTConfig
+
+    def convert(self, model_path, config):
+        self.calls.append((model_path, config))
+        prefix = config.kwargs["save_model_dir"]
+        shutil.copy(model_path, prefix + ".json")
+        shutil.copy(model_path[: -len(".json")] + ".pdiparams", prefix + ".pdiparams")
+
+
+class RecordingConfig:
+    """Stands in for paddle.inference.Config and records the calls made on it."""
+
+    def __init__(self, model_file, params_file):
+        self.files = (model_file, params_file)
+        self.calls = []
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: self.calls.append((name, args, kwargs))

@@ -11,7 +11,6 @@ nothing is written into the repository. ``Arch.pretrained: True`` downloads from
 server on 127.0.0.1 into a temporary cache: no test touches the network.
 """
 
-import functools
 import glob
 import http.server
 import os
@@ -19,17 +18,16 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 
 import numpy as np
 import pytest
 
 from conftest import FIXTURES, ROOT
+from helpers import PUBLISHED, published  # noqa: F401  (the 127.0.0.1 server, a fixture)
 
 PADDLECLAS = os.path.join(FIXTURES, "paddleclas")
 SEED = os.path.join(PADDLECLAS, "seed")
 UPSTREAM = os.path.join(PADDLECLAS, "upstream")
-PUBLISHED = "MobileNeXt_x1_0_pretrained.pdparams"
 # two iterations an epoch, one eval batch. Batches of 8, not 2: at 32 px MobileNeXt's last
 # stages are 1 x 1, and BatchNorm over 2 values there blows the gradients up to NaN within two
 # steps in most runs (which training refuses to save: Engine._check_params).
@@ -58,59 +56,6 @@ def digits(tmp_path_factory):
         shutil.copy(os.path.join(data, line.split()[0]), images)
     return {"root": data, "train": os.path.join(data, "train_tiny.txt"),
             "val": os.path.join(data, "val_tiny.txt"), "images": str(images)}
-
-
-def _build_published_file(path):
-    """PaddleClas's MobileNeXt_x1_0 file, built from the official fixture in Paddle names."""
-    import paddle
-
-    from ppcls.utils.torch_weights import torch_state_dict_to_paddle
-
-    npz = np.load(os.path.join(FIXTURES, "mobilenext_official_w1_0.npz"))
-    prefix = "state_dict/"
-    state = torch_state_dict_to_paddle({k[len(prefix):]: npz[k] for k in npz.files
-                                        if k.startswith(prefix)})
-    paddle.save({k: paddle.to_tensor(np.ascontiguousarray(v)) for k, v in state.items()}, path)
-    return npz
-
-
-class _Server:
-    """A static file server on 127.0.0.1 that counts the requests it answers."""
-
-    def __init__(self, folder):
-        self.requests = []
-        server = self
-
-        class Handler(http.server.SimpleHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                server.requests.append(self.path)
-                super().do_GET()
-
-        self.httpd = http.server.ThreadingHTTPServer(
-            ("127.0.0.1", 0), functools.partial(Handler, directory=str(folder)))
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/dygraph"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-@pytest.fixture(scope="session")
-def published(tmp_path_factory):
-    """``(server, npz)``: the fixture-built published file served at ``server.url``."""
-    folder = tmp_path_factory.mktemp("bcebos")
-    (folder / "dygraph").mkdir()
-    npz = _build_published_file(str(folder / "dygraph" / PUBLISHED))
-    (folder / "dygraph" / "broken").mkdir()
-    (folder / "dygraph" / "broken" / PUBLISHED).write_bytes(b"<html>not found</html>")
-    server = _Server(folder)
-    yield server, npz
-    server.close()
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@
 - the printed training loss is reduced across ranks only on the lines that print it.
 
 The two-process parts (no_sync accumulation, per-rank RNG resume) share one launch each:
-``tests/dist_gpu20_worker.py``.
+``tests/engine/dist_gpu20_worker.py``.
 """
 
 import copy
@@ -19,7 +19,7 @@ import tempfile
 import numpy as np
 import pytest
 
-from test_engine_utils import QUICKSTART, tiny_data, tiny_overrides  # noqa: F401
+from helpers import QUICKSTART, tiny_data, tiny_overrides  # noqa: F401
 
 
 # --------------------------------------------------------------------------- item 1: no visible GPU
@@ -185,10 +185,10 @@ WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dist_gpu20_wo
 
 @pytest.fixture(scope="module")
 def two_ranks(tiny_data, tmp_path_factory):  # noqa: F811
-    """One ``--nproc_per_node 2`` launch of tests/dist_gpu20_worker.py (several short trainings)."""
+    """One ``--nproc_per_node 2`` launch of tests/engine/dist_gpu20_worker.py (several short trainings)."""
     import json
 
-    from test_engine_utils import run_ok
+    from helpers import run_ok
 
     out = tmp_path_factory.mktemp("gpu20_two_ranks")
     run_ok([sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2",
@@ -360,7 +360,7 @@ def trt_gpu(monkeypatch, tmp_path, trt_export):
     every run starts from a fresh copy of the export (no cache)."""
     from paddle import inference
 
-    from test_deploy_gpu import FakeTensorRT, RecordingConfig
+    from helpers import FakeTensorRT, RecordingConfig
 
     from ppcls.inference import predictor as backends
     from ppcls.utils import logger

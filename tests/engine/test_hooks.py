@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from test_engine_utils import QUICKSTART, tiny_data, tiny_overrides  # noqa: F401
+from helpers import QUICKSTART, tiny_data, tiny_overrides  # noqa: F401
 
 from ppcls.engine.hooks import HOOKS, Hook
 

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from test_engine_utils import (QUICKSTART, ROOT, TRAIN, command, env, load_params, paused, run,
+from helpers import (QUICKSTART, ROOT, TRAIN, command, env, load_params, paused, run,
                                run_ok, tiny_data, tiny_overrides)  # noqa: F401
 
 ARCH = "MobileNeXt_x0_35"

@@ -9,8 +9,6 @@
 """
 
 import os
-import shutil
-import types
 
 import numpy as np
 import paddle
@@ -22,6 +20,8 @@ from ppcls.inference import predictor as backends
 from ppcls.inference.benchmark import StageTimer
 from ppcls.inference.export import export_model
 from ppcls.utils import logger
+
+from helpers import FakeTensorRT, RecordingConfig
 
 
 @pytest.fixture(scope="module")
@@ -35,43 +35,6 @@ def export_dir(tmp_path_factory):
                              "pretrained_model": weights, "export_onnx": False},
                   "Arch": {"name": "MobileNeXt_x0_35", "class_num": 10}})
     return out
-
-
-class FakeTensorRT:
-    """Records what our code hands to paddle.tensorrt; convert() copies the program as is."""
-
-    def __init__(self):
-        self.calls = []
-        self.PrecisionMode = types.SimpleNamespace(FP32="FP32", FP16="FP16", INT8="INT8", BF16="BF16")
-        fake = self
-
-        class Input:
-            def __init__(self, **kwargs):
-                self.kwargs = kwargs
-
-        class TensorRTConfig:
-            def __init__(self, inputs, **kwargs):
-                self.inputs, self.kwargs = inputs, kwargs
-                fake.config = self
-
-        self.Input, self.TensorRTConfig = Input, TensorRTConfig
-
-    def convert(self, model_path, config):
-        self.calls.append((model_path, config))
-        prefix = config.kwargs["save_model_dir"]
-        shutil.copy(model_path, prefix + ".json")
-        shutil.copy(model_path[: -len(".json")] + ".pdiparams", prefix + ".pdiparams")
-
-
-class RecordingConfig:
-    """Stands in for paddle.inference.Config and records the calls made on it."""
-
-    def __init__(self, model_file, params_file):
-        self.files = (model_file, params_file)
-        self.calls = []
-
-    def __getattr__(self, name):
-        return lambda *args, **kwargs: self.calls.append((name, args, kwargs))
 
 
 @pytest.fixture

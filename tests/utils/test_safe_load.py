@@ -17,7 +17,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from test_engine_utils import (EVAL, QUICKSTART, ROOT, TRAIN, command, env,  # noqa: F401
+from helpers import (EVAL, QUICKSTART, ROOT, TRAIN, command, env,  # noqa: F401
                                tiny_data, tiny_overrides)
 
 INFER = os.path.join(ROOT, "tools", "infer.py")

@@ -22,7 +22,7 @@ import uuid
 
 import numpy as np
 
-from test_engine_utils import (QUICKSTART, TRAIN, command, env, paused, tiny_data,  # noqa: F401
+from helpers import (QUICKSTART, TRAIN, command, env, paused, tiny_data,  # noqa: F401
                                tiny_overrides)
 
 ARCH = "MobileNeXt_x0_35"

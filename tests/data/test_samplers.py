@@ -21,7 +21,7 @@ from ppcls.data.dataset import ImageNetDataset, MultiScaleDataset, SampleKey, sa
 from ppcls.data.sampler import BatchSampler, DistributedBatchSampler, MultiScaleSampler, RASampler
 from ppcls.engine.progressive import ProgressiveTraining, stage_of
 from ppcls.utils.errors import ConfigError, DataError
-from test_engine_utils import QUICKSTART, load_params, log_lines, tiny_data  # noqa: F401
+from helpers import QUICKSTART, load_params, log_lines, tiny_data  # noqa: F401
 
 
 def train_here(path, overrides, monkeypatch, trace=None):

@@ -12,7 +12,7 @@ import yaml
 
 from ppcls.utils.errors import CheckpointError, ConfigError, OutputError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/<dir>/ -> the repository
 
 
 # --------------------------------------------------------------------------- items 5 and 16

@@ -18,7 +18,7 @@ from ppcls.optimizer import build_optimizer
 from ppcls.optimizer.lr import build_lr
 from ppcls.utils.errors import ConfigError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/<dir>/ -> the repository
 UPSTREAM = os.path.join(ROOT, "..", "shared", "fixtures", "paddleclas", "upstream")
 
 

@@ -26,7 +26,7 @@ import time
 
 import pytest
 
-from test_engine_utils import (EVAL, QUICKSTART, ROOT, TRAIN, command, env, load_params, paused,
+from helpers import (EVAL, QUICKSTART, ROOT, TRAIN, command, env, load_params, paused,
                                run, run_ok, tiny_data, tiny_overrides)  # noqa: F401
 
 ARCH = "MobileNeXt_x0_35"

@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from test_engine_utils import (QUICKSTART, ROOT, TRAIN, command, env, tiny_data,  # noqa: F401
+from helpers import (QUICKSTART, ROOT, TRAIN, command, env, tiny_data,  # noqa: F401
                                tiny_overrides)
 
 ARCH = "MobileNeXt_x0_35"

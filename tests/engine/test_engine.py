@@ -17,7 +17,7 @@ from ppcls.optimizer import build_optimizer
 from ppcls.utils.config import get_config
 from ppcls.utils.errors import CheckpointError, ConfigError, DataError
 from ppcls.engine.checkpoint import load_checkpoint, save_checkpoint
-from test_engine_utils import COOLDOWN, RECIPE
+from helpers import COOLDOWN, RECIPE
 
 
 def _log_softmax(z):
@@ -195,3 +195,16 @@ def test_curves_from_a_log(tmp_path):
     (tmp_path / "empty.log").write_text("nothing here\n")
     with pytest.raises(DataError, match="no \\[Train\\]"):
         parse_log(str(tmp_path / "empty.log"))
+
+
+@pytest.mark.parametrize("key,value", [("eval_mode", "retrieval")])  # use_dali: tests/optimizer/test_vocabulary.py
+def test_paddleclas_global_keys_we_cannot_honour_are_refused(tmp_path, key, value):
+    from ppcls.engine.engine import Engine
+    from ppcls.utils.errors import ConfigError
+
+    cfg = {"Global": {"device": "cpu", "output_dir": str(tmp_path), key: value},
+           "Arch": {"name": "MobileNeXt_x0_35", "class_num": 10},
+           "Loss": {"Train": [{"CELoss": {"weight": 1.0}}]},
+           "Optimizer": {"name": "Momentum", "momentum": 0.9, "lr": {"name": "Constant", "learning_rate": 0.1}}}
+    with pytest.raises(ConfigError, match=f"Global.{key}"):
+        Engine(cfg, mode="train")

@@ -6,7 +6,7 @@ import ast
 import os
 import re
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/<dir>/ -> the repository
 PACKAGE = os.path.join(ROOT, "ppcls")
 MAX_FUNCTION, MAX_ENGINE_METHOD = 60, 50
 
@@ -76,6 +76,6 @@ def test_defaults_are_stated_once():
     assert GLOBAL["export_onnx"][1] is None  # missing: converted when paddle2onnx is installed
 
 
-if __name__ == "__main__":  # python tests/test_code_shape.py: the longest ones
+if __name__ == "__main__":  # python tests/package/test_code_shape.py: the longest ones
     print("functions:", *function_lengths()[:5], sep="\n  ")
     print("Engine methods:", *engine_method_lengths()[:5], sep="\n  ")
