@@ -4,7 +4,8 @@ Each back-end is one registered class with
 
 - ``available(model_dir, record)`` -> ``(True, "")`` or ``(False, why not)``: can it run this
   export here (files present and matching ``inference.yml``'s hashes, package installed);
-- ``__init__(model_dir, options)`` (``options``: the deployment config's ``Global`` section);
+- ``keys``: the ``Global`` keys it takes, and ``__init__(model_dir, **those keys)``
+  (:func:`create_predictor` passes exactly these from the deployment config's ``Global``);
 - ``run(batch)``: a float32 NCHW batch in, the model's first output out (numpy);
 - ``describe()``: what actually runs (back-end, device, precision, threads, ...), never what was
   requested: a GPU option on a CPU build reports ``cpu`` / ``fp32``.
@@ -422,6 +423,8 @@ class PaddlePredictor:
     """Paddle Inference: ``run(batch) -> first output``."""
 
     backend = "paddle_inference"
+    keys = ("use_gpu", "gpu_mem", "gpu_id", "enable_mkldnn", "cpu_num_threads", "ir_optim",
+            "use_tensorrt", "use_fp16", "batch_size", "enable_profile", "image_shape")  # paddle_plan's
     auto_note = "the GPU back-end, and on CPU when the export has no usable inference.onnx"
 
     @classmethod
@@ -435,12 +438,16 @@ class PaddlePredictor:
                 return True, ""
         return False, f"{model_dir} holds no Paddle model (inference.json or inference.pdmodel)"
 
-    def __init__(self, model_dir, options=None, **kwargs):
+    def __init__(self, model_dir, options=None, **settings):
         from paddle import inference
 
-        options = dict(options or {}, **kwargs)
+        options = dict(options or {}, **settings)
+        unknown = sorted(set(options) - set(self.keys))
+        if unknown:
+            raise TypeError(f"PaddlePredictor does not take {', '.join(unknown)}; it takes: "
+                            f"{', '.join(self.keys)}")
         self.model_dir = model_dir
-        self.plan = paddle_plan(model_dir, **{k: v for k, v in options.items() if k in _PADDLE_KEYS})
+        self.plan = paddle_plan(model_dir, **options)
         self.config = paddle_config(plan=self.plan)
         try:
             self.predictor = inference.create_predictor(self.config)
@@ -480,8 +487,6 @@ def _tensorrt_note(plan):
             "Paddle kernels)")
 
 
-_PADDLE_KEYS = ("use_gpu", "gpu_mem", "gpu_id", "enable_mkldnn", "cpu_num_threads", "ir_optim",
-                "use_tensorrt", "use_fp16", "batch_size", "enable_profile", "image_shape")
 
 
 
@@ -507,6 +512,7 @@ class OnnxPredictor:
     """ONNX Runtime on CPU over ``model_dir/inference.onnx``: ``run(batch) -> first output``."""
 
     backend = "onnxruntime"
+    keys = ("cpu_num_threads", "precision")
     auto_note = "the fastest CPU back-end; -o Global.use_onnx=False runs Paddle Inference"
 
     @classmethod
@@ -517,9 +523,7 @@ class OnnxPredictor:
             return False, "the optional package onnxruntime is not installed"
         return _checked(model_dir, record, ONNX_FILE)
 
-    def __init__(self, model_dir, options=None, cpu_num_threads=None, precision=None, **_ignored):
-        options = dict(options or {})
-        cpu_num_threads = options.get("cpu_num_threads", cpu_num_threads)
+    def __init__(self, model_dir, cpu_num_threads=None, precision=None):
         try:
             import onnxruntime  # noqa: F401 - ort_session uses it; a missing package is this line
         except ImportError:
@@ -535,7 +539,7 @@ class OnnxPredictor:
         self.session = ort_session(path, self.threads)
         self.model_dir = model_dir
         self.config = None
-        self.precision = options.get("precision", precision) or "fp32"
+        self.precision = precision or "fp32"
         self.input_name = self.session.get_inputs()[0].name
 
     def run(self, batch):
@@ -605,4 +609,5 @@ def create_predictor(global_cfg, record=None):
     info = (record or {}).get("Global") or {}
     g.setdefault("image_shape", info.get("image_shape"))
     g.setdefault("precision", info.get("precision", "fp32"))
-    return BACKENDS.get(name)(model_dir, g)
+    backend = BACKENDS.get(name)
+    return backend(model_dir, **{key: g[key] for key in backend.keys if key in g})
