@@ -38,14 +38,8 @@ from ppcls.utils import logger
 from ppcls.utils.cli import handle_sigterm
 from ppcls.utils.config import print_config, save_config
 from ppcls.utils.errors import ConfigError, UserError
-from ppcls.utils.global_config import select_device, with_defaults
+from ppcls.utils.global_config import ENGINE_KEYS, select_device, with_defaults
 
-# The Global keys the engine reads; their defaults come from the one table.
-ENGINE_KEYS = ("checkpoints", "pretrained_model", "output_dir", "device", "save_interval",
-               "eval_during_train", "eval_interval", "start_eval_epoch", "epochs",
-               "print_batch_step", "use_visualdl", "seed", "to_static", "max_iters_per_epoch",
-               "save_best_model", "plot_curves", "use_dali", "eval_mode", "update_freq",
-               "use_multilabel")
 
 
 class TrainingDiverged(UserError):

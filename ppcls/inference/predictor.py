@@ -48,11 +48,11 @@ from ppcls.inference.artifacts import (MODEL_FILES, ONNX_FILE, file_status, find
                                       read_inference_yml)
 from ppcls.utils import logger
 from ppcls.utils.errors import ConfigError, UserError
-from ppcls.utils.global_config import DEFAULT_IMAGE_SHAPE
+from ppcls.utils.global_config import DEFAULT_IMAGE_SHAPE, default_of, section_value
 from ppcls.utils.hashing import file_sha256
 from ppcls.utils.registry import Registry
 
-DEFAULT_GPU_MEM = 8000
+DEFAULT_GPU_MEM = default_of("gpu_mem")  # MB
 TRT_MIN_SUBGRAPH_SIZE = 3
 TRT_WORKSPACE = 1 << 30
 
@@ -334,9 +334,11 @@ def _run_conversion(plan, gpu_id):
     return run_conversion(plan, gpu_id)
 
 
-def paddle_plan(model_dir, use_gpu=False, gpu_mem=DEFAULT_GPU_MEM, gpu_id=0, enable_mkldnn=True,
-                cpu_num_threads=None, ir_optim=True, use_tensorrt=False, use_fp16=False,
-                batch_size=1, enable_profile=False, image_shape=None):
+def paddle_plan(model_dir, use_gpu=default_of("use_gpu"), gpu_mem=DEFAULT_GPU_MEM, gpu_id=0,
+                enable_mkldnn=default_of("enable_mkldnn"), cpu_num_threads=default_of("cpu_num_threads"),
+                ir_optim=default_of("ir_optim"), use_tensorrt=default_of("use_tensorrt"),
+                use_fp16=default_of("use_fp16"), batch_size=default_of("batch_size"),
+                enable_profile=default_of("enable_profile"), image_shape=None):
     """The Paddle Inference settings that will actually be used, as a dict (after downgrades)."""
     model_file, params_file = find_model_files(model_dir)
     use_gpu, use_tensorrt, use_fp16 = resolve_device(use_gpu, use_tensorrt, use_fp16)
@@ -559,8 +561,8 @@ _PREFERENCE_GPU = {"auto": ("paddle_inference",), True: ("onnxruntime",), False:
 
 
 def _preference(g):
-    choice = g.get("use_onnx", "auto")
-    table = _PREFERENCE_GPU if g.get("use_gpu", False) else _PREFERENCE
+    choice = section_value(g, "use_onnx")
+    table = _PREFERENCE_GPU if section_value(g, "use_gpu") else _PREFERENCE
     if isinstance(choice, (bool, str)) and choice in table and not (
             isinstance(choice, str) and choice != "auto"):
         return choice, table[choice]
@@ -604,7 +606,7 @@ def create_predictor(global_cfg, record=None):
     if model_dir is None:
         raise ConfigError("Global.inference_model_dir is missing: the folder of an exported model")
     name = choose_backend(g, record)
-    if name == "onnxruntime" and g.get("use_gpu", False):
+    if name == "onnxruntime" and section_value(g, "use_gpu"):
         logger.warning("Global.use_onnx=True runs ONNX Runtime on CPU; Global.use_gpu is ignored")
     info = (record or {}).get("Global") or {}
     g.setdefault("image_shape", info.get("image_shape"))
