@@ -70,7 +70,7 @@ class Engine:
         self._setup_device()
         self._init_state()
         self._build_losses_and_metrics()  # a typo there should not wait for the data
-        self.hooks = build_hooks(config) if mode == "train" else []
+        self.hooks = build_hooks(self.config) if mode == "train" else []
         self._build_loaders()  # the data is checked (a bad list file fails fast) ...
         self._build_model()  # ... then the model is built
         if mode == "train":
@@ -83,13 +83,16 @@ class Engine:
             self._resume(self.g["checkpoints"])
         self._wrap_model()
         if mode == "train" and self.rank == 0:
-            save_config(config, os.path.join(self.output_dir, "config.yaml"))
+            save_config(self.config, os.path.join(self.output_dir, "config.yaml"))
         self._vdl = self._visualdl() if mode == "train" else None
 
     # ------------------------------------------------------------------ builders
 
     def _read_global(self):
-        g = self.config.setdefault("Global", {})
+        # the resolved config is a new object (the caller's is left as given): Global with the
+        # table's defaults of ENGINE_KEYS (and the device that runs); config.yaml records it
+        g = dict(self.config.get("Global") or {})
+        self.config = dict(self.config, Global=g)
         self._requested_device = g.get("device")
         self.g = with_defaults(g, ENGINE_KEYS)
         if "Arch" not in self.config or "name" not in (self.config["Arch"] or {}):
