@@ -38,14 +38,8 @@ from ppcls.utils import logger
 from ppcls.utils.cli import handle_sigterm
 from ppcls.utils.config import print_config, save_config
 from ppcls.utils.errors import ConfigError, UserError
-from ppcls.utils.global_config import select_device, with_defaults
+from ppcls.utils.global_config import ENGINE_KEYS, select_device, with_defaults
 
-# The Global keys the engine reads; their defaults come from the one table.
-ENGINE_KEYS = ("checkpoints", "pretrained_model", "output_dir", "device", "save_interval",
-               "eval_during_train", "eval_interval", "start_eval_epoch", "epochs",
-               "print_batch_step", "use_visualdl", "seed", "to_static", "max_iters_per_epoch",
-               "save_best_model", "plot_curves", "use_dali", "eval_mode", "update_freq",
-               "use_multilabel")
 
 
 class TrainingDiverged(UserError):
@@ -76,7 +70,7 @@ class Engine:
         self._setup_device()
         self._init_state()
         self._build_losses_and_metrics()  # a typo there should not wait for the data
-        self.hooks = build_hooks(config) if mode == "train" else []
+        self.hooks = build_hooks(self.config) if mode == "train" else []
         self._build_loaders()  # the data is checked (a bad list file fails fast) ...
         self._build_model()  # ... then the model is built
         if mode == "train":
@@ -89,13 +83,16 @@ class Engine:
             self._resume(self.g["checkpoints"])
         self._wrap_model()
         if mode == "train" and self.rank == 0:
-            save_config(config, os.path.join(self.output_dir, "config.yaml"))
+            save_config(self.config, os.path.join(self.output_dir, "config.yaml"))
         self._vdl = self._visualdl() if mode == "train" else None
 
     # ------------------------------------------------------------------ builders
 
     def _read_global(self):
-        g = self.config.setdefault("Global", {})
+        # the resolved config is a new object (the caller's is left as given): Global with the
+        # table's defaults of ENGINE_KEYS (and the device that runs); config.yaml records it
+        g = dict(self.config.get("Global") or {})
+        self.config = dict(self.config, Global=g)
         self._requested_device = g.get("device")
         self.g = with_defaults(g, ENGINE_KEYS)
         if "Arch" not in self.config or "name" not in (self.config["Arch"] or {}):

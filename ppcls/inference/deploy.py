@@ -36,6 +36,7 @@ from ppcls.inference.postprocess import build_postprocess, softmax
 from ppcls.inference.predictor import create_predictor
 from ppcls.utils import logger
 from ppcls.utils.errors import ConfigError
+from ppcls.utils.global_config import section_value
 
 DEFAULT_WARMUP_BENCHMARK = 2
 
@@ -84,13 +85,13 @@ def _sections(cfg, record, model_dir):
         if topk.get("class_id_map_file") is None and recorded.get("class_id_map_file"):
             topk["class_id_map_file"] = recorded["class_id_map_file"]
         post = dict(post, Topk=topk)
-    is_softmax = (record.get("Global") or {}).get("export_softmax", True)
+    is_softmax = section_value(record.get("Global"), "export_softmax")
     return pre["transform_ops"], post, is_softmax
 
 
 def _describe(g, predictor):
     """The benchmark header: what actually runs (the back-end's own ``describe()``)."""
-    info = {"model_dir": g.get("inference_model_dir"), "batch_size": g.get("batch_size", 1)}
+    info = {"model_dir": g.get("inference_model_dir"), "batch_size": section_value(g, "batch_size")}
     info.update(predictor.describe())
     return info
 
@@ -162,13 +163,15 @@ def predict_cls(cfg, emit=print):
     predictor = _open_predictor(g, record)
 
     benchmark = bool(g.get("benchmark") or g.get("enable_benchmark"))
-    warmup = g.get("warmup_iters", DEFAULT_WARMUP_BENCHMARK if benchmark else 0)
+    # missing: the table's default (0), or DEFAULT_WARMUP_BENCHMARK batches for a benchmark
+    warmup = g["warmup_iters"] if "warmup_iters" in g else (
+        DEFAULT_WARMUP_BENCHMARK if benchmark else section_value(g, "warmup_iters"))
     timer = StageTimer(_describe(g, predictor)) if benchmark else None
 
     def load(path):
         return transform(decode_image(path), ops)
 
-    batch_size = g.get("batch_size", 1)
+    batch_size = section_value(g, "batch_size")
     if warmup:
         _warm_up(predictor, warmup, paths, load, batch_size,
                  (record, model_dir) if exported_shape else None)

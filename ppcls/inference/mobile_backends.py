@@ -23,15 +23,12 @@ ORT_FILE = "inference.ort"
 LITERT_PIP = "pip install ai-edge-litert==2.3.0"
 
 
-def _threads(options):
-    return cpu_threads((options or {}).get("cpu_num_threads"))
-
-
 @BACKENDS.register(name="ort_format")
 class OrtFormatPredictor:
     """ONNX Runtime over ``inference.ort`` (the ORT format of ONNX Runtime Mobile), on CPU."""
 
     backend = "onnxruntime (ORT format)"
+    keys = ("cpu_num_threads", "precision")
     auto_note = "the export holds inference.ort (ONNX Runtime Mobile's format)"
 
     @classmethod
@@ -40,15 +37,14 @@ class OrtFormatPredictor:
             return False, "the optional package onnxruntime is not installed"
         return file_status(model_dir, record, ORT_FILE)
 
-    def __init__(self, model_dir, options=None, **_ignored):
-        options = dict(options or {})
+    def __init__(self, model_dir, cpu_num_threads=None, precision=None):
         path = os.path.join(model_dir, ORT_FILE)
         if not os.path.isfile(path):
             raise ConfigError(f"Global.inference_model_dir: {model_dir} has no {ORT_FILE} (nor a "
                               f"usable inference.onnx)")
-        self.threads = _threads(options)
+        self.threads = cpu_threads(cpu_num_threads)
         self.session = ort_session(path, self.threads, what="ORT-format model")
-        self.precision = options.get("precision") or "fp32"
+        self.precision = precision or "fp32"
         self.input_name = self.session.get_inputs()[0].name
         self.config = None
 
@@ -78,6 +74,7 @@ class LiteRTPredictor:
     """
 
     backend = "LiteRT"
+    keys = ("cpu_num_threads", "precision")
     auto_note = "the export holds inference.tflite"
 
     @classmethod
@@ -86,9 +83,8 @@ class LiteRTPredictor:
         # constructor then names the pip command, rather than another back-end failing
         return file_status(model_dir, record, TFLITE_FILE)
 
-    def __init__(self, model_dir, options=None, **_ignored):
+    def __init__(self, model_dir, cpu_num_threads=None, precision=None):
         Interpreter = _litert_interpreter()
-        options = dict(options or {})
         path = os.path.join(model_dir, TFLITE_FILE)
         if not os.path.isfile(path):
             raise ConfigError(f"Global.inference_model_dir: {model_dir} has no {TFLITE_FILE}")
@@ -97,7 +93,7 @@ class LiteRTPredictor:
         if self.layout not in ("NHWC", "NCHW"):
             raise ConfigError(f"{model_dir}/inference.yml: Global.input_layout expects NHWC or NCHW, "
                               f"got {self.layout!r}")
-        self.threads = _threads(options)
+        self.threads = cpu_threads(cpu_num_threads)
         try:
             self.interpreter = Interpreter(model_path=path, num_threads=self.threads)
         except (ValueError, RuntimeError) as err:
@@ -106,7 +102,7 @@ class LiteRTPredictor:
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
         self.shape = None
-        self.precision = options.get("precision") or "fp32"
+        self.precision = precision or "fp32"
         self.config = None
 
     def _prepare(self, shape):

@@ -4,7 +4,8 @@ Each back-end is one registered class with
 
 - ``available(model_dir, record)`` -> ``(True, "")`` or ``(False, why not)``: can it run this
   export here (files present and matching ``inference.yml``'s hashes, package installed);
-- ``__init__(model_dir, options)`` (``options``: the deployment config's ``Global`` section);
+- ``keys``: the ``Global`` keys it takes, and ``__init__(model_dir, **those keys)``
+  (:func:`create_predictor` passes exactly these from the deployment config's ``Global``);
 - ``run(batch)``: a float32 NCHW batch in, the model's first output out (numpy);
 - ``describe()``: what actually runs (back-end, device, precision, threads, ...), never what was
   requested: a GPU option on a CPU build reports ``cpu`` / ``fp32``.
@@ -47,11 +48,11 @@ from ppcls.inference.artifacts import (MODEL_FILES, ONNX_FILE, file_status, find
                                       read_inference_yml)
 from ppcls.utils import logger
 from ppcls.utils.errors import ConfigError, UserError
-from ppcls.utils.global_config import DEFAULT_IMAGE_SHAPE
+from ppcls.utils.global_config import DEFAULT_IMAGE_SHAPE, default_of, section_value
 from ppcls.utils.hashing import file_sha256
 from ppcls.utils.registry import Registry
 
-DEFAULT_GPU_MEM = 8000
+DEFAULT_GPU_MEM = default_of("gpu_mem")  # MB
 TRT_MIN_SUBGRAPH_SIZE = 3
 TRT_WORKSPACE = 1 << 30
 
@@ -333,9 +334,11 @@ def _run_conversion(plan, gpu_id):
     return run_conversion(plan, gpu_id)
 
 
-def paddle_plan(model_dir, use_gpu=False, gpu_mem=DEFAULT_GPU_MEM, gpu_id=0, enable_mkldnn=True,
-                cpu_num_threads=None, ir_optim=True, use_tensorrt=False, use_fp16=False,
-                batch_size=1, enable_profile=False, image_shape=None):
+def paddle_plan(model_dir, use_gpu=default_of("use_gpu"), gpu_mem=DEFAULT_GPU_MEM, gpu_id=0,
+                enable_mkldnn=default_of("enable_mkldnn"), cpu_num_threads=default_of("cpu_num_threads"),
+                ir_optim=default_of("ir_optim"), use_tensorrt=default_of("use_tensorrt"),
+                use_fp16=default_of("use_fp16"), batch_size=default_of("batch_size"),
+                enable_profile=default_of("enable_profile"), image_shape=None):
     """The Paddle Inference settings that will actually be used, as a dict (after downgrades)."""
     model_file, params_file = find_model_files(model_dir)
     use_gpu, use_tensorrt, use_fp16 = resolve_device(use_gpu, use_tensorrt, use_fp16)
@@ -422,6 +425,8 @@ class PaddlePredictor:
     """Paddle Inference: ``run(batch) -> first output``."""
 
     backend = "paddle_inference"
+    keys = ("use_gpu", "gpu_mem", "gpu_id", "enable_mkldnn", "cpu_num_threads", "ir_optim",
+            "use_tensorrt", "use_fp16", "batch_size", "enable_profile", "image_shape")  # paddle_plan's
     auto_note = "the GPU back-end, and on CPU when the export has no usable inference.onnx"
 
     @classmethod
@@ -435,12 +440,16 @@ class PaddlePredictor:
                 return True, ""
         return False, f"{model_dir} holds no Paddle model (inference.json or inference.pdmodel)"
 
-    def __init__(self, model_dir, options=None, **kwargs):
+    def __init__(self, model_dir, options=None, **settings):
         from paddle import inference
 
-        options = dict(options or {}, **kwargs)
+        options = dict(options or {}, **settings)
+        unknown = sorted(set(options) - set(self.keys))
+        if unknown:
+            raise TypeError(f"PaddlePredictor does not take {', '.join(unknown)}; it takes: "
+                            f"{', '.join(self.keys)}")
         self.model_dir = model_dir
-        self.plan = paddle_plan(model_dir, **{k: v for k, v in options.items() if k in _PADDLE_KEYS})
+        self.plan = paddle_plan(model_dir, **options)
         self.config = paddle_config(plan=self.plan)
         try:
             self.predictor = inference.create_predictor(self.config)
@@ -480,8 +489,6 @@ def _tensorrt_note(plan):
             "Paddle kernels)")
 
 
-_PADDLE_KEYS = ("use_gpu", "gpu_mem", "gpu_id", "enable_mkldnn", "cpu_num_threads", "ir_optim",
-                "use_tensorrt", "use_fp16", "batch_size", "enable_profile", "image_shape")
 
 
 
@@ -507,6 +514,7 @@ class OnnxPredictor:
     """ONNX Runtime on CPU over ``model_dir/inference.onnx``: ``run(batch) -> first output``."""
 
     backend = "onnxruntime"
+    keys = ("cpu_num_threads", "precision")
     auto_note = "the fastest CPU back-end; -o Global.use_onnx=False runs Paddle Inference"
 
     @classmethod
@@ -517,9 +525,7 @@ class OnnxPredictor:
             return False, "the optional package onnxruntime is not installed"
         return _checked(model_dir, record, ONNX_FILE)
 
-    def __init__(self, model_dir, options=None, cpu_num_threads=None, precision=None, **_ignored):
-        options = dict(options or {})
-        cpu_num_threads = options.get("cpu_num_threads", cpu_num_threads)
+    def __init__(self, model_dir, cpu_num_threads=None, precision=None):
         try:
             import onnxruntime  # noqa: F401 - ort_session uses it; a missing package is this line
         except ImportError:
@@ -535,7 +541,7 @@ class OnnxPredictor:
         self.session = ort_session(path, self.threads)
         self.model_dir = model_dir
         self.config = None
-        self.precision = options.get("precision", precision) or "fp32"
+        self.precision = precision or "fp32"
         self.input_name = self.session.get_inputs()[0].name
 
     def run(self, batch):
@@ -555,8 +561,8 @@ _PREFERENCE_GPU = {"auto": ("paddle_inference",), True: ("onnxruntime",), False:
 
 
 def _preference(g):
-    choice = g.get("use_onnx", "auto")
-    table = _PREFERENCE_GPU if g.get("use_gpu", False) else _PREFERENCE
+    choice = section_value(g, "use_onnx")
+    table = _PREFERENCE_GPU if section_value(g, "use_gpu") else _PREFERENCE
     if isinstance(choice, (bool, str)) and choice in table and not (
             isinstance(choice, str) and choice != "auto"):
         return choice, table[choice]
@@ -600,9 +606,10 @@ def create_predictor(global_cfg, record=None):
     if model_dir is None:
         raise ConfigError("Global.inference_model_dir is missing: the folder of an exported model")
     name = choose_backend(g, record)
-    if name == "onnxruntime" and g.get("use_gpu", False):
+    if name == "onnxruntime" and section_value(g, "use_gpu"):
         logger.warning("Global.use_onnx=True runs ONNX Runtime on CPU; Global.use_gpu is ignored")
     info = (record or {}).get("Global") or {}
     g.setdefault("image_shape", info.get("image_shape"))
     g.setdefault("precision", info.get("precision", "fp32"))
-    return BACKENDS.get(name)(model_dir, g)
+    backend = BACKENDS.get(name)
+    return backend(model_dir, **{key: g[key] for key in backend.keys if key in g})

@@ -37,7 +37,7 @@ from ppcls.utils.errors import ConfigError
 from ppcls.utils.registry import Registry, accepted_keys, build, suggest
 
 OPTIMIZERS = Registry("optimizer")
-REGULARIZERS = {"L2": paddle.regularizer.L2Decay, "L1": paddle.regularizer.L1Decay}
+REGULARIZERS = Registry("regularizer")
 COMMON_KEYS = ("lr", "regularizer", "clip_norm", "no_weight_decay_name",
                "one_dim_param_no_weight_decay")
 NONE_WORDS = ("none", "null", "~", "")
@@ -100,12 +100,25 @@ def split_decay(model, no_decay_names=(), one_dim=False):
     return decay, no_decay
 
 
+@REGULARIZERS.register(name="L2")
+def l2_decay(coeff=0.0):
+    """``regularizer: {name: L2, coeff: c}``: paddle's L2Decay, ``c * sum(w ** 2) / 2``."""
+    return paddle.regularizer.L2Decay(float(coeff))
+
+
+@REGULARIZERS.register(name="L1")
+def l1_decay(coeff=0.0):
+    """``regularizer: {name: L1, coeff: c}``: paddle's L1Decay, ``c * sum(|w|)``."""
+    return paddle.regularizer.L1Decay(float(coeff))
+
+
 def _regularizer(reg, where):
+    """The regularizer the section at ``where`` (``Optimizer.regularizer``) names, or None."""
     if reg is None:
         return None
-    if not isinstance(reg, dict) or reg.get("name") not in REGULARIZERS or set(reg) - {"name", "coeff"}:
-        raise ConfigError(f"{where}.regularizer must be {{name: L2 or L1, coeff: number}}, got {reg!r}")
-    return REGULARIZERS[reg["name"]](float(reg.get("coeff", 0.0)))
+    if not isinstance(reg, dict) or "name" not in reg:
+        raise ConfigError(f"{where} must be {{name: L2 or L1, coeff: number}}, got {reg!r}")
+    return build(reg, REGULARIZERS, where)
 
 
 # Ranges of the numeric keys any optimizer may take: (low, high, low included, high included).
@@ -190,7 +203,7 @@ def grad_clip(section, where, takes_clip_grad):
 def _coupled_decay(section, spec, where):
     """Momentum/SGD/Adam/RMSProp: ``regularizer``, else PaddleClas's ``weight_decay`` number
     (an L2 coefficient, paddle's meaning of a float weight_decay)."""
-    reg = _regularizer(section.get("regularizer"), where)
+    reg = _regularizer(section.get("regularizer"), f"{where}.regularizer")
     wd = spec.pop("weight_decay", None)
     if wd is None:
         return reg

@@ -13,32 +13,43 @@ from ppcls.utils.errors import ConfigError
 _STR, _OPT_STR, _INT, _OPT_INT, _BOOL = (str,), (str, type(None)), (int,), (int, type(None)), (bool,)
 DEFAULT_IMAGE_SHAPE = [3, 224, 224]  # the model's input [C, H, W] when nothing else says
 
-# key -> (accepted types, default, one line of what it does)
+
+class _EngineKey(tuple):
+    """A table row the engine reads (it fills the default into the config it saves)."""
+
+
+def _engine(types, default, doc):
+    return _EngineKey((types, default, doc))
+
+
+# key -> (accepted types, default, one line of what it does); _engine(...): the engine reads it
 GLOBAL = {
     # training and evaluation (ppcls.engine)
-    "checkpoints": (_OPT_STR, None, "checkpoint prefix to resume training from"),
-    "pretrained_model": (_OPT_STR, None, "weights to start from (train) or to evaluate/export"),
-    "output_dir": (_STR, "./output/", "checkpoints, logs and config.yaml go to <output_dir>/<Arch.name>"),
-    "device": (_STR, "gpu", "gpu or cpu (gpu without CUDA or without a visible GPU: cpu, with a warning)"),
-    "save_interval": (_INT, 1, "write epoch_<n> every this many epochs (0: never)"),
-    "eval_during_train": (_BOOL, True, "evaluate on DataLoader.Eval during training"),
-    "eval_interval": (_INT, 1, "evaluate every this many epochs"),
-    "start_eval_epoch": (_INT, 0, "first epoch evaluated (as PaddleClas: eval from this epoch on)"),
-    "epochs": (_INT, 1, "epochs to train"),
-    "print_batch_step": (_INT, 10, "a log line every this many iterations"),
-    "use_visualdl": (_BOOL, False, "write VisualDL scalars to <output>/vdl"),
+    "checkpoints": _engine(_OPT_STR, None, "checkpoint prefix to resume training from"),
+    "pretrained_model": _engine(_OPT_STR, None, "weights to start from (train) or to evaluate/export"),
+    "output_dir": _engine(_STR, "./output/",
+                          "checkpoints, logs and config.yaml go to <output_dir>/<Arch.name>"),
+    "device": _engine(_STR, "gpu",
+                      "gpu or cpu (gpu without CUDA or without a visible GPU: cpu, with a warning)"),
+    "save_interval": _engine(_INT, 1, "write epoch_<n> every this many epochs (0: never)"),
+    "eval_during_train": _engine(_BOOL, True, "evaluate on DataLoader.Eval during training"),
+    "eval_interval": _engine(_INT, 1, "evaluate every this many epochs"),
+    "start_eval_epoch": _engine(_INT, 0, "first epoch evaluated (as PaddleClas: eval from this epoch on)"),
+    "epochs": _engine(_INT, 1, "epochs to train"),
+    "print_batch_step": _engine(_INT, 10, "a log line every this many iterations"),
+    "use_visualdl": _engine(_BOOL, False, "write VisualDL scalars to <output>/vdl"),
     "image_shape": ((list,), DEFAULT_IMAGE_SHAPE, "input shape [C, H, W] of the export (missing: "
                     "[3, 224, 224]); model_info without it reads the config's crop size"),
     "image_channel": (_OPT_INT, None, "PaddleClas's *_ultra recipes anchor image_shape and "
                       "channel_num to it; no code reads it (there either)"),
     "save_inference_dir": (_OPT_STR, "./inference", "where tools/export_model.py writes the export "
                                                    "(null: the default)"),
-    "seed": (_OPT_INT, None, "seed of every generator (null: a fresh one)"),
-    "to_static": (_BOOL, False, "train the paddle.jit.to_static graph"),
-    "update_freq": (_INT, 1, "gradient accumulation: one optimizer step every this many batches"),
-    "use_multilabel": (_BOOL, False, "PaddleClas's multi-label mode (not supported: must be False)"),
-    "use_dali": (_BOOL, False, "PaddleClas's DALI loading; True: the built-in loader, with a warning"),
-    "eval_mode": (_STR, "classification", "PaddleClas's eval mode (only classification)"),
+    "seed": _engine(_OPT_INT, None, "seed of every generator (null: a fresh one)"),
+    "to_static": _engine(_BOOL, False, "train the paddle.jit.to_static graph"),
+    "update_freq": _engine(_INT, 1, "gradient accumulation: one optimizer step every this many batches"),
+    "use_multilabel": _engine(_BOOL, False, "PaddleClas's multi-label mode (not supported: must be False)"),
+    "use_dali": _engine(_BOOL, False, "PaddleClas's DALI loading; True: the built-in loader, with a warning"),
+    "eval_mode": _engine(_STR, "classification", "PaddleClas's eval mode (only classification)"),
     "class_num": (_INT, None, "number of classes (Arch.class_num wins)"),
     "skip_bad_images": (_BOOL, False, "drop undecodable images from their batch instead of stopping"),
     "fast_reader": (_BOOL, True, "decode only what RandCropImage needs (JPEG DCT scaling, one crop+resize)"),
@@ -51,12 +62,12 @@ GLOBAL = {
     "export_calib_images": (_OPT_INT, None, "INT8 calibration images of export_format tflite/ort "
                                             "(null: 300)"),
     "fast_cpu": (_BOOL, True, "own CPU kernels for the depthwise/1x1 convolutions on CPU"),
-    "plot_curves": (_BOOL, False, "write curves.png from train.log at the end of training"),
-    "max_iters_per_epoch": (_OPT_INT, None, "cut every epoch to this many iterations"),
+    "plot_curves": _engine(_BOOL, False, "write curves.png from train.log at the end of training"),
+    "max_iters_per_epoch": _engine(_OPT_INT, None, "cut every epoch to this many iterations"),
     "train_mode": (_OPT_STR, None, "progressive: EfficientNetV2's progressive training (ppcls.engine.progressive)"),
     "hooks": ((list, type(None)), None, "more training-loop hooks: registered names, or {name: {keys}} "
               "(ppcls.engine.hooks; the default hooks are always on)"),
-    "save_best_model": (_BOOL, True, "keep best_model (the best eval metric so far)"),
+    "save_best_model": _engine(_BOOL, True, "keep best_model (the best eval metric so far)"),
     "cpu_num_threads": (_OPT_INT, None, "CPU threads (null: the CPUs available)"),
     # deployment (deploy/configs/inference_cls.yaml, ppcls.inference)
     "infer_imgs": (_STR, None, "an image file or a folder of images to predict"),
@@ -77,11 +88,17 @@ GLOBAL = {
 }
 
 GLOBAL_SCHEMA = {key: types for key, (types, _, _) in GLOBAL.items()}  # key -> accepted types
+ENGINE_KEYS = tuple(key for key, row in GLOBAL.items() if isinstance(row, _EngineKey))
 
 
 def global_value(config, key):
     """``config["Global"][key]``, or the table's default."""
-    return (config.get("Global") or {}).get(key, GLOBAL[key][1])
+    return section_value(config.get("Global"), key)
+
+
+def section_value(section, key):
+    """``section[key]`` of a ``Global`` section (a dict or None), or the table's default."""
+    return (section or {}).get(key, GLOBAL[key][1])
 
 
 def default_of(key):

@@ -104,3 +104,27 @@ def test_global_hooks_must_be_a_list(tiny_data, tmp_path):
 
     with pytest.raises(ConfigError, match=r"Global\.hooks"):
         _config(tiny_data, tmp_path, "StepCounter")
+
+
+def test_the_resolved_config_is_a_new_object_and_is_what_config_yaml_records(tiny_data, tmp_path):
+    import copy
+
+    import yaml
+
+    from ppcls.engine.engine import Engine
+    from ppcls.utils.global_config import ENGINE_KEYS, GLOBAL
+
+    cfg = _config(tiny_data, tmp_path, "[]")
+    given = copy.deepcopy(cfg)
+    missing = [key for key in ENGINE_KEYS if key not in cfg["Global"]]
+    assert missing  # keys whose table default the engine fills in
+    engine = Engine(cfg, mode="train")
+    try:
+        assert cfg == given and engine.config is not cfg  # the caller's config is left as given
+        with open(os.path.join(engine.output_dir, "config.yaml")) as f:
+            saved = yaml.safe_load(f)
+        assert saved["Global"] == engine.config["Global"]
+        assert {key: saved["Global"][key] for key in missing} == {key: GLOBAL[key][1] for key in missing}
+    finally:
+        if engine._run_lock is not None:
+            engine._run_lock.release()

@@ -76,6 +76,36 @@ def test_defaults_are_stated_once():
     assert GLOBAL["export_onnx"][1] is None  # missing: converted when paddle2onnx is installed
 
 
+def test_batch_ops_regularizers_and_back_ends_are_built_like_every_component():
+    import paddle
+    import pytest
+
+    from ppcls.data.preprocess.batch_ops import create_batch_operators
+    from ppcls.inference.predictor import BACKENDS
+    from ppcls.optimizer import build_optimizer
+    from ppcls.utils.errors import ConfigError
+    from ppcls.utils.registry import accepted_keys
+
+    where = "DataLoader.Train.dataset.batch_transform_ops"
+    with pytest.raises(ConfigError, match=rf"^{where}\.0\.MixupOperator: op MixupOperator does not "
+                                          r"take key 'alpah' \(did you mean 'alpha'\?\)"):
+        create_batch_operators([{"MixupOperator": {"alpah": 0.2}}], where, class_num=3)
+    with pytest.raises(ConfigError, match=r"unknown batch transform op 'CutMixOperator'.*"
+                                          r"\(did you mean 'CutmixOperator'\?\)"):
+        create_batch_operators([{"OpSampler": {"CutMixOperator": {"prob": 0.5}}}], where, class_num=3)
+    section = {"name": "Momentum", "momentum": 0.9, "lr": {"name": "Constant", "learning_rate": 0.1},
+               "regularizer": {"name": "L2", "coef": 1e-4}}
+    with pytest.raises(ConfigError, match=r"'Optimizer\.regularizer\.coef' \(did you mean 'coeff'\?\)"):
+        build_optimizer(section, 1, 1, paddle.nn.Linear(2, 2))
+    # a back-end takes exactly the Global keys it names; create_predictor passes only those
+    for name in BACKENDS.names():
+        backend = BACKENDS.get(name)
+        keys, required, any_key = accepted_keys(backend, ("model_dir", "options"))
+        assert (keys, required) == ((list(backend.keys), []) if not any_key else ([], []))
+    with pytest.raises(TypeError, match="PaddlePredictor does not take use_onnx"):
+        BACKENDS.get("paddle_inference")("no_such_dir", use_onnx=True, cpu_num_threads=1)
+
+
 if __name__ == "__main__":  # python tests/package/test_code_shape.py: the longest ones
     print("functions:", *function_lengths()[:5], sep="\n  ")
     print("Engine methods:", *engine_method_lengths()[:5], sep="\n  ")

@@ -33,3 +33,19 @@ def test_select_device_on_a_cpu_build():
         select_device("gpu", set_it=False)  # training asked for it explicitly
     with pytest.raises(ConfigError, match="Global.device expects 'gpu' or 'cpu', got 'tpu'"):
         select_device("tpu", set_it=False)
+
+
+def test_the_keys_the_engine_reads_are_marked_in_the_one_table():
+    import os
+    import re
+
+    from ppcls.utils.global_config import ENGINE_KEYS
+
+    folder = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "ppcls", "engine")
+    read = set()
+    for name in os.listdir(folder):
+        if name.endswith(".py"):
+            with open(os.path.join(folder, name), encoding="utf-8") as f:
+                read |= set(re.findall(r"\bg\[[\"'](\w+)[\"']\]", f.read()))
+    assert {"checkpoints", "epochs", "save_best_model"} <= read  # the scan sees the engine's reads
+    assert read <= set(ENGINE_KEYS) <= set(GLOBAL)  # each has its default in the table, filled

@@ -28,12 +28,12 @@ import numpy as np
 
 from ppcls.utils import logger
 from ppcls.utils.errors import ConfigError, DataError
-from ppcls.utils.registry import Registry
+from ppcls.utils.registry import Registry, build
 
 from .imageops import check_prob, randint
 from .ops import parse_number
 
-BATCH_OPS = Registry("batch transform op")
+BATCH_OPS = Registry("batch transform op", noun="op")
 
 _BATCH_STREAM = 0xBA7C  # tag separating batch generators from per-sample ones
 
@@ -136,11 +136,14 @@ class OpSampler:
         if not op_dict:
             logger.warning("OpSampler has no operators; it does nothing")
         for name, params in op_dict.items():
-            params = dict(params or {})
+            params = {} if params is None else params
+            if not isinstance(params, dict):
+                raise ConfigError(f"OpSampler.{name}: expected a mapping of parameters, got {params!r}")
+            params = dict(params)
             if "prob" not in params:
                 logger.warning(f"OpSampler: operator {name} has no 'prob'; it is never chosen (prob 0)")
             prob = check_prob(params.pop("prob", 0), f"{name}.prob")
-            self.ops.append(_build_one(name, params, class_num, f"OpSampler.{name}"))
+            self.ops.append(build({name: params}, BATCH_OPS, "OpSampler", class_num=class_num))
             probs.append(prob)
         total = float(sum(probs))
         if total > 1 + 1e-9:
@@ -160,25 +163,6 @@ class OpSampler:
         return self.ops[i](images, targets, rng)
 
 
-def _build_one(name, params, class_num, where):
-    if name not in BATCH_OPS:
-        raise ConfigError(f"{where}: unknown batch transform op '{name}'; known: {', '.join(BATCH_OPS.names())}")
-    if not isinstance(params, dict):
-        raise ConfigError(f"{where}: expected a mapping of parameters, got {params!r}")
-    cls = BATCH_OPS.get(name)
-    if name != "OpSampler":
-        import inspect
-
-        keys = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "class_num")]
-        for key in params:
-            if key not in keys:
-                raise ConfigError(f"{where}: op {name} does not take key '{key}'; it takes: {', '.join(keys)}")
-    try:
-        return cls(class_num, **params)
-    except ConfigError as err:
-        raise ConfigError(f"{where}: {err}") from None
-
-
 def create_batch_operators(op_list, where="batch_transform_ops", class_num=None):
     """Build a ``batch_transform_ops`` list (PaddleClas's YAML form). ``class_num`` (from
     ``Arch.class_num``) is required as soon as the list is non-empty."""
@@ -190,14 +174,10 @@ def create_batch_operators(op_list, where="batch_transform_ops", class_num=None)
         raise ConfigError(f"{where} needs the number of classes: set Arch.class_num (got {class_num!r})")
     ops = []
     for i, item in enumerate(op_list):
-        if isinstance(item, str):
-            name, params = item, {}
-        elif isinstance(item, dict) and len(item) == 1:
-            name, params = next(iter(item.items()))
-        else:
+        if not isinstance(item, str) and not (isinstance(item, dict) and len(item) == 1):
             raise ConfigError(f"{where}.{i}: expected one op name with its parameters "
                               f"(e.g. '- MixupOperator: {{alpha: 0.2}}'), got {item!r}")
-        ops.append(_build_one(name, {} if params is None else params, class_num, f"{where}.{i}.{name}"))
+        ops.append(build(item, BATCH_OPS, f"{where}.{i}", class_num=class_num))
     return ops
 
 

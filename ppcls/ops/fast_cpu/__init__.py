@@ -23,12 +23,13 @@ from ppcls.ops.fast_cpu import runtime
 from ppcls.ops.fast_cpu.layers import (FastBatchNorm, FastDepthwiseConv3x3, FastPointwiseConv, FusedReLU6,
                                         convert, revert)
 from ppcls.ops.fast_cpu.runtime import ENV_SWITCH, FastCPUWarning, set_threads
+from ppcls.utils.global_config import section_value
 
 
 def wanted(global_config=None, device="cpu"):
     """Whether the fast path should be on for this config and device."""
     global_config = global_config or {}
-    if runtime.disabled_by_env() or not global_config.get("fast_cpu", True):
+    if runtime.disabled_by_env() or not section_value(global_config, "fast_cpu"):
         return False
     return str(global_config.get("device", device) or device).lower().startswith("cpu")
 
