@@ -41,7 +41,9 @@ def test_the_keys_the_engine_reads_are_marked_in_the_one_table():
 
     from ppcls.utils.global_config import ENGINE_KEYS
 
-    folder = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "ppcls", "engine")
+    from conftest import ROOT
+
+    folder = os.path.join(ROOT, "ppcls", "engine")
     read = set()
     for name in os.listdir(folder):
         if name.endswith(".py"):
