@@ -80,22 +80,26 @@ def sample_rng(seed, epoch, index, repeat=0):
     return np.random.default_rng(entropy + [int(repeat)] if repeat else entropy)
 
 
-def read_list_file(list_path, image_root, delimiter=None, class_num=None, class_num_key="class_num",
-                   any_label=False):
-    """Parse and check a ``path label`` list file; returns (image paths, labels, line numbers).
-    ``any_label``: accept any integer label (``relabel`` maps them afterwards)."""
+def _list_lines(list_path, image_root):
+    """The lines of the list file (UTF-8, a leading BOM dropped), once both paths are checked."""
     if not os.path.isfile(list_path):
         raise DataError(f"list file not found: {list_path}")
     if not os.path.isdir(image_root):
         raise DataError(f"image_root is not a folder: {image_root} (list file {list_path})")
     try:
         with open(list_path, encoding="utf-8-sig") as f:  # -sig: a leading BOM is dropped
-            lines = f.read().splitlines()
+            return f.read().splitlines()
     except UnicodeDecodeError as err:
         raise DataError(f"{list_path}: not a UTF-8 text file ({err.reason} at byte {err.start})") from None
     except OSError as err:
         raise DataError(f"{list_path}: cannot read the list file ({err.strerror or err})") from None
 
+
+def read_list_file(list_path, image_root, delimiter=None, class_num=None, class_num_key="class_num",
+                   any_label=False):
+    """Parse and check a ``path label`` list file; returns (image paths, labels, line numbers).
+    ``any_label``: accept any integer label (``relabel`` maps them afterwards)."""
+    lines = _list_lines(list_path, image_root)
     images, labels, line_nos = [], [], []
     first_problem, n_problems = None, 0
     listings = {}  # folder -> set of its entries: one listdir per folder, not one stat per image

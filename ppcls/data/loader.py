@@ -241,15 +241,18 @@ class LoaderSamples(paddle.io.Dataset):
 
 class ImageDataLoader(paddle.io.DataLoader):
     """A ``paddle.io.DataLoader`` yielding ``(images, labels, indices)``; see the module docstring.
-    ``skip_bad_images``: drop undecodable images instead of raising (``Global.skip_bad_images``)."""
+    ``skip_bad_images``: drop undecodable images instead of raising (``Global.skip_bad_images``);
+    ``batch_ops`` (Mixup, Cutmix...) run on each batch with generators from ``batch_seed``, this
+    process's ``rank`` and the epoch; ``nranks``: the number of processes sharing the data."""
 
-    def __init__(self, dataset, batch_sampler, skip_bad_images=False, **kwargs):
+    def __init__(self, dataset, batch_sampler, skip_bad_images=False, batch_ops=(), batch_seed=0,
+                 rank=0, nranks=1, **kwargs):
         super().__init__(LoaderSamples(dataset), batch_sampler=batch_sampler,
                          collate_fn=collate_batch, return_list=True, **kwargs)
         self.skip_bad_images = bool(skip_bad_images)
         self.skipped_images = []
         self.epoch_skipped = 0
-        self.batch_ops, self.batch_seed, self.rank, self.nranks = [], 0, 0, 1
+        self.batch_ops, self.batch_seed, self.rank, self.nranks = list(batch_ops), batch_seed, rank, nranks
         self._passes = 0
 
     @property
@@ -376,13 +379,8 @@ def _class_num(config):
     return 1000, "the model's class_num (default, Arch.class_num not set)"
 
 
-def build_dataloader(config, mode, device="cpu", seed=None):
-    """The loader for ``config["DataLoader"][mode]`` (mode ``Train`` or ``Eval``).
-
-    ``config`` is the whole config: ``Arch.class_num`` bounds the labels, ``Global.seed`` is the
-    seed when ``seed`` is None (neither: a fresh random seed), ``Global.skip_bad_images`` skips
-    undecodable images. ``device`` ("cpu", "gpu", "gpu:1", ...) is where batches are placed.
-    """
+def _mode_section(config, mode):
+    """``(where, section)`` of ``DataLoader.<mode>``, checked to hold dataset and sampler."""
     if mode not in MODES:
         raise ConfigError(f"data mode must be one of {', '.join(MODES)}, got {mode!r}")
     where = f"DataLoader.{mode}"
@@ -393,6 +391,35 @@ def build_dataloader(config, mode, device="cpu", seed=None):
     for part in ("dataset", "sampler"):
         if part not in section:
             raise ConfigError(f"config section '{where}.{part}' is missing")
+    return where, section
+
+
+def _loader_settings(ld_cfg, where, device):
+    """``(num_workers, use_shared_memory)`` from ``DataLoader.<mode>.loader``."""
+    ld_cfg = dict(ld_cfg or {})
+    _check_keys(ld_cfg, _LOADER_KEYS, f"{where}.loader")
+    num_workers = ld_cfg.get("num_workers", 0)
+    if num_workers < 0:
+        raise ConfigError(f"config key '{where}.loader.num_workers' expects an integer >= 0, "
+                          f"got {num_workers}")
+    use_shared_memory = ld_cfg.get("use_shared_memory", True)
+    if use_shared_memory and num_workers > 0 and not str(_places(device) or "cpu").startswith("gpu"):
+        # On CPU the batches stay in host memory anyway. Paddle's shared-memory path makes a
+        # paddle tensor inside each forked worker, which can deadlock on an allocator lock
+        # inherited from the parent (seen with Paddle 3.3.1: a worker stuck in
+        # numpy2lodtensor -> HostMemoryStat rwlock); without it workers never touch paddle.
+        use_shared_memory = False
+    return num_workers, use_shared_memory
+
+
+def build_dataloader(config, mode, device="cpu", seed=None):
+    """The loader for ``config["DataLoader"][mode]`` (mode ``Train`` or ``Eval``).
+
+    ``config`` is the whole config: ``Arch.class_num`` bounds the labels, ``Global.seed`` is the
+    seed when ``seed`` is None (neither: a fresh random seed), ``Global.skip_bad_images`` skips
+    undecodable images. ``device`` ("cpu", "gpu", "gpu:1", ...) is where batches are placed.
+    """
+    where, section = _mode_section(config, mode)
     if seed is None:
         seed = global_value(config, "seed")
     if seed is None:
@@ -415,27 +442,13 @@ def build_dataloader(config, mode, device="cpu", seed=None):
 
     sampler = build_sampler(section["sampler"], dataset, mode, where)
 
-    # loader
-    ld_cfg = dict(section.get("loader") or {})
-    _check_keys(ld_cfg, _LOADER_KEYS, f"{where}.loader")
-    num_workers = ld_cfg.get("num_workers", 0)
-    if num_workers < 0:
-        raise ConfigError(f"config key '{where}.loader.num_workers' expects an integer >= 0, "
-                          f"got {num_workers}")
+    num_workers, use_shared_memory = _loader_settings(section.get("loader"), where, device)
     rank = sampler.local_rank
-    use_shared_memory = ld_cfg.get("use_shared_memory", True)
-    if use_shared_memory and num_workers > 0 and not str(_places(device) or "cpu").startswith("gpu"):
-        # On CPU the batches stay in host memory anyway. Paddle's shared-memory path makes a
-        # paddle tensor inside each forked worker, which can deadlock on an allocator lock
-        # inherited from the parent (seen with Paddle 3.3.1: a worker stuck in
-        # numpy2lodtensor -> HostMemoryStat rwlock); without it workers never touch paddle.
-        use_shared_memory = False
     loader = ImageDataLoader(
-        dataset, sampler, skip_bad_images=global_value(config, "skip_bad_images"), places=_places(device), num_workers=num_workers,
-        use_shared_memory=use_shared_memory,
+        dataset, sampler, skip_bad_images=global_value(config, "skip_bad_images"),
+        batch_ops=batch_ops, batch_seed=seed, rank=rank, nranks=sampler.nranks,
+        places=_places(device), num_workers=num_workers, use_shared_memory=use_shared_memory,
         worker_init_fn=functools.partial(seed_worker, seed, rank))
-    loader.batch_ops, loader.batch_seed = batch_ops, seed
-    loader.rank, loader.nranks = rank, sampler.nranks
     batches = sampler.describe() if hasattr(sampler, "describe") else f"batches of {sampler.batch_size}"
     logger.info(f"{mode} data: {len(dataset)} images from {dataset.cls_label_path}, "
                 f"{len(loader)} {batches} per card on {sampler.nranks} card(s)")
