@@ -80,25 +80,37 @@ def jpeg_size(data):
     return h, w
 
 
+def _segments(data):
+    """``(marker, position)`` of each marker segment of the JPEG ``data`` up to and including its
+    start of scan (0xDA), from the segment headers alone; ``(None, position)`` where the
+    headers cannot be followed (damaged data, or the file ends first)."""
+    pos, end = 2, len(data)
+    while pos + 4 <= end:
+        if data[pos] != 0xFF:
+            break
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        yield marker, pos
+        if marker == 0xDA:
+            return
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
+            pos += 2
+        else:
+            pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+    yield None, pos
+
+
 def _has_exif(data):
     """Whether the JPEG ``data`` has an APP1 ``Exif`` segment among the segments before its
     image data (a walk over the segment headers: a few hundred bytes, not a scan of the file).
     A header the walk cannot follow answers True (PIL then reads the EXIF, if any)."""
-    pos, end = 2, len(data)
-    while pos + 4 <= end:
-        if data[pos] != 0xFF:
+    for marker, pos in _segments(data):
+        if marker is None or marker == 0xE1 and data[pos + 4:pos + 10] == b"Exif\x00\x00":
             return True
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-        elif marker == 0xDA:  # start of scan: no EXIF after this point
+        if marker == 0xDA:  # start of scan: no EXIF after this point
             return False
-        elif marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
-            pos += 2
-        else:
-            if marker == 0xE1 and data[pos + 4:pos + 10] == b"Exif\x00\x00":
-                return True
-            pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
     return True
 
 
@@ -108,21 +120,11 @@ def _baseline_height_field(data):
     truncated files (only the first kind decodes its rows strictly top to bottom)."""
     if not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
         return None
-    pos, end = 2, len(data)
-    while pos + 9 <= end:
-        if data[pos] != 0xFF:
-            return None
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-        elif marker in (0xC0, 0xC1):
-            return pos + 5
-        elif 0xC2 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) or marker == 0xDA:
-            return None  # another frame type, or the scan before any frame header
-        elif marker == 0x01 or 0xD0 <= marker <= 0xD7:
-            pos += 2
-        else:
-            pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+    for marker, pos in _segments(data):
+        if marker in (0xC0, 0xC1):
+            return pos + 5 if pos + 9 <= len(data) else None
+        if marker is None or marker == 0xDA or 0xC2 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return None  # unreadable headers, another frame type, or a scan before any frame
     return None
 
 
