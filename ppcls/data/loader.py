@@ -100,10 +100,16 @@ def _shutdown(batches, timeout=10):
     stop = getattr(batches, "_try_shutdown_all", None)
     if stop is None:
         return
-    if "timeout" in inspect.signature(stop).parameters:
-        stop(timeout=timeout)
-    else:
-        stop()
+    try:
+        if "timeout" in inspect.signature(stop).parameters:
+            stop(timeout=timeout)
+        else:
+            stop()
+    except SystemError:
+        # Paddle's SIGCHLD handler raises "(Fatal) DataLoader process ... exited" inside the join
+        # when a worker is already dead: the caller is reporting that death (or stopping early);
+        # a second report here would be a traceback printed as an "ignored" generator exception
+        pass
 
 
 # Seconds the main process waits for a batch from the workers before it stops them with a
