@@ -114,6 +114,24 @@ def log_lines(text, marker):
     return [line for line in text.splitlines() if marker in line]
 
 
+def random_export(folder, image_shape):
+    """An export (PIR only, no ONNX) of a seeded, untrained MobileNeXt_x0_35 with 10 classes at
+    ``image_shape`` in ``folder/model``; returns that path."""
+    import paddle
+
+    from ppcls.arch import build_model
+    from ppcls.inference.export import export_model
+
+    paddle.seed(0)
+    weights = str(folder / "w.pdparams")
+    paddle.save(build_model({"name": "MobileNeXt_x0_35", "class_num": 10}).state_dict(), weights)
+    out = str(folder / "model")
+    export_model({"Global": {"save_inference_dir": out, "image_shape": list(image_shape),
+                             "pretrained_model": weights, "export_onnx": False},
+                  "Arch": {"name": "MobileNeXt_x0_35", "class_num": 10}})
+    return out
+
+
 # ------------------------------------------------------------ PaddleClas's published weights
 
 PUBLISHED = "MobileNeXt_x1_0_pretrained.pdparams"

@@ -337,20 +337,9 @@ def test_rng_single_card_checkpoint_keeps_its_format(monkeypatch):
 
 @pytest.fixture(scope="module")
 def trt_export(tmp_path_factory):
-    import paddle
+    from helpers import random_export
 
-    from ppcls.arch import build_model
-    from ppcls.inference.export import export_model
-
-    folder = tmp_path_factory.mktemp("trt_export")
-    paddle.seed(0)
-    weights = str(folder / "w.pdparams")
-    paddle.save(build_model({"name": "MobileNeXt_x0_35", "class_num": 10}).state_dict(), weights)
-    out = str(folder / "model")
-    export_model({"Global": {"save_inference_dir": out, "image_shape": [3, 32, 32],
-                             "pretrained_model": weights, "export_onnx": False},
-                  "Arch": {"name": "MobileNeXt_x0_35", "class_num": 10}})
-    return out
+    return random_export(tmp_path_factory.mktemp("trt_export"), [3, 32, 32])
 
 
 @pytest.fixture

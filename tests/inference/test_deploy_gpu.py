@@ -15,26 +15,16 @@ import paddle
 import pytest
 from paddle import inference
 
-from ppcls.arch import build_model
 from ppcls.inference import predictor as backends
 from ppcls.inference.benchmark import StageTimer
-from ppcls.inference.export import export_model
 from ppcls.utils import logger
 
-from helpers import FakeTensorRT, RecordingConfig
+from helpers import FakeTensorRT, RecordingConfig, random_export
 
 
 @pytest.fixture(scope="module")
 def export_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("gpu_export")
-    paddle.seed(0)
-    weights = str(folder / "w.pdparams")
-    paddle.save(build_model({"name": "MobileNeXt_x0_35", "class_num": 10}).state_dict(), weights)
-    out = str(folder / "model")
-    export_model({"Global": {"save_inference_dir": out, "image_shape": [3, 48, 40],
-                             "pretrained_model": weights, "export_onnx": False},
-                  "Arch": {"name": "MobileNeXt_x0_35", "class_num": 10}})
-    return out
+    return random_export(tmp_path_factory.mktemp("gpu_export"), [3, 48, 40])
 
 
 @pytest.fixture
