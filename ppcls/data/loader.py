@@ -275,13 +275,13 @@ class ImageDataLoader(paddle.io.DataLoader):
         self.epoch_skipped = 0
         skip = self.skip_bad_images
         # the epoch the sampler is about to give its keys (set_epoch); else the pass count
-        self._pass_epoch = getattr(self.batch_sampler, "epoch", self._passes)
+        epoch = getattr(self.batch_sampler, "epoch", self._passes)
         self._passes += 1
         batches = _start_workers(lambda: super(ImageDataLoader, self).__iter__(), self.num_workers)
         watchdog = (_Watchdog(batches, self.dataset)
                     if self.num_workers > 0 and wait_limit() is not None else None)
         try:
-            yield from self._checked(batches, skip, watchdog)
+            yield from self._checked(batches, skip, watchdog, epoch)
         finally:
             # An error raised here, or a consumer that stops early, leaves paddle's iterator
             # with live workers; shut them down now (bounded) instead of at garbage collection,
@@ -290,7 +290,7 @@ class ImageDataLoader(paddle.io.DataLoader):
                 watchdog.stop()
             _shutdown(batches)
 
-    def _checked(self, batches, skip, watchdog=None):
+    def _checked(self, batches, skip, watchdog, epoch):
         batch_index = -1
         while True:
             try:
@@ -323,7 +323,9 @@ class ImageDataLoader(paddle.io.DataLoader):
                 if normalize is not None and images.dtype == paddle.uint8:
                     images = normalize(images)
                 if self.batch_ops:
-                    images, labels = mix_batch(self, images, labels, batch_index)
+                    # batch i of this pass over all ranks: this rank's n-th batch is n * nranks + rank
+                    rng = batch_rng(self.batch_seed, epoch, batch_index * self.nranks + self.rank)
+                    images, labels = mix_batch(images, labels, self.batch_ops, rng)
                 yield images, labels, indices.numpy()
         if self.epoch_skipped:
             logger.warning(f"skipped {self.epoch_skipped} unreadable image(s) in this pass over "
@@ -341,13 +343,12 @@ def build_batch_ops(ds_cfg, config, where):
     return create_batch_operators(op_list, where=f"{where}.batch_transform_ops", class_num=class_num)
 
 
-def mix_batch(loader, images, labels, batch_index):
-    """Apply ``loader.batch_ops`` to one batch (tensors on the loader's place): returns the
-    mixed images and the soft targets. The generator is ``batch_rng(seed, epoch, i)``, ``i``
-    counting the batches of this pass over all ranks (this rank's n-th batch is
-    ``n * nranks + rank``), so it depends on neither the worker count nor the batch timing."""
-    rng = batch_rng(loader.batch_seed, loader._pass_epoch, batch_index * loader.nranks + loader.rank)
-    mixed, targets = apply_batch_operators(images.numpy(), labels.numpy(), loader.batch_ops, rng)
+def mix_batch(images, labels, ops, rng):
+    """Apply the batch ``ops`` to one batch (tensors on the loader's place) with the batch's
+    generator ``rng`` (``batch_rng(seed, epoch, i)``, ``i`` counting the batches of this pass
+    over all ranks, so it depends on neither the worker count nor the batch timing): returns
+    the mixed images and the soft targets."""
+    mixed, targets = apply_batch_operators(images.numpy(), labels.numpy(), ops, rng)
     place = images.place
     return (paddle.to_tensor(mixed, place=place), paddle.to_tensor(targets, place=place))
 

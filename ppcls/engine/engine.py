@@ -140,7 +140,6 @@ class Engine:
     def _build_loaders(self):
         from ppcls.data import build_dataloader
 
-        self._build_dataloader = build_dataloader
         config, g = self.config, self.g
         data_cfg = config.get("DataLoader") or {}
         self.eval_loader = None
@@ -149,7 +148,9 @@ class Engine:
             raise ConfigError(f"DataLoader.{wanted} is missing")
         if self.mode == "train":
             self.train_loader = build_dataloader(config, "Train", device=self.device, seed=self.seed)
-            self.train_mode = build_train_mode(config)  # Global.train_mode: progressive, or None
+            # Global.train_mode: progressive (rebuilds the train loader per stage), or None
+            self.train_mode = build_train_mode(config, build_loader=lambda stage_config: build_dataloader(
+                stage_config, "Train", device=self.device, seed=self.seed))
             if getattr(self.train_loader, "batch_ops", None):
                 self._drop_train_topk((config.get("Metric") or {}).get("Train"))
             if g["eval_during_train"] and "Eval" not in data_cfg:

@@ -51,10 +51,12 @@ def _find(ops, key):
 
 
 class ProgressiveTraining:
-    """The per-epoch hook of ``Global.train_mode: progressive`` (see the module docstring)."""
+    """The per-epoch hook of ``Global.train_mode: progressive`` (see the module docstring).
+    ``build_loader(config)`` builds the train loader from a config (the stage's copy); the
+    engine passes ``build_dataloader`` with its device and seed."""
 
-    def __init__(self, config):
-        self.config = config
+    def __init__(self, config, build_loader=None):
+        self.config, self.build_loader = config, build_loader
         self.epochs = global_value(config, "epochs")
         where = "DataLoader.Train.dataset.transform_ops"
         train = (config.get("DataLoader") or {}).get("Train") or {}
@@ -114,17 +116,19 @@ class ProgressiveTraining:
         values = self.settings(stage)
         if self.stage != stage:
             values["dropout_rate"] = self.set_dropout(engine.bare_model, stage)
-            engine.train_loader = engine._build_dataloader(
-                self.stage_config(stage), "Train", device=engine.device, seed=engine.seed)
+            if self.build_loader is None:
+                raise RuntimeError("ProgressiveTraining needs build_loader to rebuild the train loader")
+            engine.train_loader = self.build_loader(self.stage_config(stage))
             self.stage, self.dropout = stage, values["dropout_rate"]
         values["dropout_rate"] = self.dropout
         logger.info(f"Training stage: [{stage + 1}/{NUM_STAGES}]("
                     + ", ".join(f"{k}={v}" for k, v in values.items()) + ")")
 
 
-def build_train_mode(config):
-    """The hook of ``Global.train_mode`` (None for ordinary training)."""
+def build_train_mode(config, build_loader=None):
+    """The hook of ``Global.train_mode`` (None for ordinary training); ``build_loader`` as
+    for ``ProgressiveTraining``."""
     mode = global_value(config, "train_mode")
     if mode not in MODES:
         raise ConfigError(f"Global.train_mode expects null or 'progressive', got {mode!r}")
-    return ProgressiveTraining(config) if mode == "progressive" else None
+    return ProgressiveTraining(config, build_loader) if mode == "progressive" else None

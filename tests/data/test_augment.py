@@ -331,7 +331,7 @@ def test_mixup_lambda_follows_beta_and_targets_match():
     lams = []
     for s in range(1500):
         out, tgt = apply_batch_operators(imgs, labels, [op], batch_rng(0, 0, s))
-        lam, perm = op.last["lam"], op.last["perm"]
+        perm, lam = op.draw(16, batch_rng(0, 0, s))        # the draws the op made for this batch
         lams.append(lam)
         if s < 20:
             assert np.allclose(out, lam * imgs + (1 - lam) * imgs[perm], atol=1e-5)
@@ -349,9 +349,9 @@ def test_cutmix_box_area_matches_lambda():
     drawn = []
     for s in range(400):
         out, tgt = apply_batch_operators(imgs, labels, [op], batch_rng(1, 0, s))
-        lam, perm = op.last["lam"], op.last["perm"]
-        drawn.append(op.last["drawn"])
-        y1, y2, x1, x2 = op.last["box"]
+        perm, lam_drawn, (y1, y2, x1, x2) = op.draw(16, 32, 32, batch_rng(1, 0, s))
+        drawn.append(lam_drawn)
+        lam = 1 - (y2 - y1) * (x2 - x1) / 32**2                # the pasted area's true fraction
         if 0 < y1 and y2 < 32 and 0 < x1 and x2 < 32:          # box not clipped: sides 32 * sqrt(1 - lam)
             side = 32 * math.sqrt(1 - drawn[-1])
             assert side - 2 <= y2 - y1 <= side and side - 2 <= x2 - x1 <= side
@@ -373,7 +373,7 @@ def test_op_sampler_frequencies_follow_probs():
     picks = []
     for s in range(2000):
         _, tgt = apply_batch_operators(imgs, labels, ops, batch_rng(2, 1, s))
-        picks.append(ops[0].last["choice"])
+        picks.append(ops[0].choose(batch_rng(2, 1, s)))
         if picks[-1] == 2:
             assert np.array_equal(tgt, np.eye(4, dtype=np.float32)[labels])   # unmixed: one-hot
     freq = np.bincount(picks, minlength=3) / 2000

@@ -346,11 +346,8 @@ def test_progressive_hook_rebuilds_the_loader_with_the_stage_size(tiny_data):
         device, seed, train_loader = "cpu", 1, None
         bare_model = build_model(cfg)
 
-        @staticmethod
-        def _build_dataloader(config, mode, device, seed):
-            return build_dataloader(config, mode, device=device, seed=seed)
-
-    eng, prog = FakeEngine(), ProgressiveTraining(cfg)
+    eng = FakeEngine()
+    prog = ProgressiveTraining(cfg, lambda stage_cfg: build_dataloader(stage_cfg, "Train", device="cpu", seed=1))
     built = []
     for epoch in (1, 2, 2, 3, 4):
         prog.before_epoch(eng, epoch)

@@ -77,12 +77,14 @@ class MixupOperator:
         self.class_num = class_num
         self.alpha = _check_alpha(alpha, "MixupOperator")
 
-    def __call__(self, images, targets, rng):
-        n = images.shape[0]
+    def draw(self, n, rng):
+        """The batch's random draws, in the order ``__call__`` makes them: (perm, lam)."""
         perm = rng.permutation(n)
-        lam = float(rng.beta(self.alpha, self.alpha))
+        return perm, float(rng.beta(self.alpha, self.alpha))
+
+    def __call__(self, images, targets, rng):
+        perm, lam = self.draw(images.shape[0], rng)
         mixed = (lam * images + (1 - lam) * images[perm]).astype(images.dtype)
-        self.last = {"lam": lam, "perm": perm}
         return mixed, lam * targets + (1 - lam) * targets[perm]
 
 
@@ -97,7 +99,15 @@ class CutmixOperator:
         self.class_num = class_num
         self.alpha = _check_alpha(alpha, "CutmixOperator")
 
-    def box(self, h, w, lam, rng):
+    def draw(self, n, h, w, rng):
+        """The batch's random draws, in the order ``__call__`` makes them: (perm, the drawn
+        lam, the pasted box (y1, y2, x1, x2) in an h x w image)."""
+        perm = rng.permutation(n)
+        lam = float(rng.beta(self.alpha, self.alpha))
+        return perm, lam, self.box(h, w, lam, rng)
+
+    @staticmethod
+    def box(h, w, lam, rng):
         """(y1, y2, x1, x2) of the pasted box."""
         cut = np.sqrt(1.0 - lam)
         ch, cw = int(h * cut), int(w * cut)
@@ -107,19 +117,15 @@ class CutmixOperator:
         return int(y1), int(y2), int(x1), int(x2)
 
     def __call__(self, images, targets, rng):
-        n = images.shape[0]
-        perm = rng.permutation(n)
-        drawn = lam = float(rng.beta(self.alpha, self.alpha))
         axis = _channel_axis(images)
         h, w = (images.shape[2], images.shape[3]) if axis == 1 else (images.shape[1], images.shape[2])
-        y1, y2, x1, x2 = self.box(h, w, lam, rng)
+        perm, _, (y1, y2, x1, x2) = self.draw(images.shape[0], h, w, rng)
         out = images.copy()
         if axis == 1:
             out[:, :, y1:y2, x1:x2] = images[perm, :, y1:y2, x1:x2]
         else:
             out[:, y1:y2, x1:x2, :] = images[perm, y1:y2, x1:x2, :]
         lam = 1.0 - (y2 - y1) * (x2 - x1) / float(h * w)
-        self.last = {"lam": lam, "drawn": drawn, "perm": perm, "box": (y1, y2, x1, x2)}
         return out, lam * targets + (1 - lam) * targets[perm]
 
 
@@ -157,7 +163,6 @@ class OpSampler:
 
     def __call__(self, images, targets, rng):
         i = self.choose(rng)
-        self.last = {"choice": i}
         if i == len(self.ops):
             return images, targets
         return self.ops[i](images, targets, rng)
