@@ -46,7 +46,6 @@ import numpy as np
 
 from ppcls.utils import logger
 from ppcls.utils.errors import CheckpointError
-from ppcls.utils.hashing import file_sha256
 
 PARTS = ("pdparams", "pdopt", "pdema")
 COMMIT_SUFFIX = ".pdstates.commit"
@@ -181,26 +180,6 @@ def _load(path, what, data=None):
     except Exception as err:
         msg = " ".join(str(err).split()) or type(err).__name__
         raise CheckpointError(f"{path} is not a readable {what} file ({msg})") from None
-
-
-def verify_recorded_hash(path):
-    """Before a weights-only read of ``path`` (``output/x/latest.pdparams``, also ``.pdema``):
-    when a ``.pdstates`` of ours (or a save's commit record) lies beside it, the file must have
-    the SHA-256 recorded in its ``files`` entry, else ``CheckpointError`` naming the file.
-    Files without a record (PaddleClas's, exported ones) pass."""
-    prefix, dot, part = os.fspath(path).rpartition(".")
-    if not dot or part not in ("pdparams", "pdema"):
-        return
-    recorded = []
-    for states_path in (prefix + ".pdstates", prefix + COMMIT_SUFFIX):
-        if os.path.isfile(states_path):
-            states = _load(states_path, ".pdstates")
-            digest = (states.get("files") or {}).get(part) if isinstance(states, dict) else None
-            if digest:
-                recorded.append(digest)
-    if recorded and file_sha256(f"{prefix}.{part}") not in recorded:
-        raise CheckpointError(f"{prefix}.{part} does not match the SHA-256 recorded in {prefix}.pdstates "
-                              "beside it: the file was modified or mixed with another checkpoint")
 
 
 MAX_EPOCH = 10 ** 6  # far beyond any schedule; an epoch past it is a damaged or crafted file

@@ -24,6 +24,7 @@ import pickle
 import types
 
 from ppcls.utils.errors import CheckpointError
+from ppcls.utils.hashing import file_sha256
 
 
 def _latin1_encode(text, encoding="latin1", errors="strict"):
@@ -177,4 +178,34 @@ def safe_load(path, data=None, **configs):
 
 
 
-__all__ = ["safe_load", "check_pickle", "dumps", "numpy1_compatible"]
+def verify_recorded_hash(path):
+    """A weights-only read of ``path`` (``output/x/latest.pdparams``, also ``.pdema``): when a
+    ``.pdstates`` of ours lies beside it (``ppcls.engine.checkpoint`` writes the SHA-256 of
+    each file of a checkpoint into its ``files`` entry), the file must have that hash, else
+    ``CheckpointError`` naming the file. Files without one (PaddleClas's, exported) pass."""
+    
+    path = os.fspath(path)
+    prefix, dot, part = path.rpartition(".")
+    if not dot or part not in ("pdparams", "pdema"):
+        return
+    recorded = []
+    for states_path in (prefix + ".pdstates", prefix + ".pdstates.commit"):  # (+ a save's commit)
+        if os.path.isfile(states_path):
+            try:
+                states = safe_load(states_path)
+            except CheckpointError:
+                raise
+            except Exception as err:
+                raise CheckpointError(f"{states_path} is not a readable .pdstates file "
+                                      f"({' '.join(str(err).split())})") from None
+            digest = (states.get("files") or {}).get(part) if isinstance(states, dict) else None
+            if digest:
+                recorded.append(digest)
+    if not recorded:
+        return
+    if file_sha256(path) not in recorded:
+        raise CheckpointError(f"{path} does not match the SHA-256 recorded in {prefix}.pdstates "
+                              "beside it: the file was modified or mixed with another checkpoint")
+
+
+__all__ = ["safe_load", "check_pickle", "verify_recorded_hash", "dumps", "numpy1_compatible"]

@@ -121,8 +121,7 @@ def read_state_dict(path):
             raise CheckpointError(f"{path} is not a readable .safetensors file: "
                                   f"{_one_line(err)}") from None
     else:
-        from ppcls.engine.checkpoint import verify_recorded_hash
-        from ppcls.utils.safe_load import safe_load  # (no code runs)
+        from ppcls.utils.safe_load import safe_load, verify_recorded_hash  # (no code runs)
 
         verify_recorded_hash(path)  # a checkpoint's .pdparams: the hash in its .pdstates
         try:
