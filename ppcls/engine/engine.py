@@ -16,6 +16,7 @@ evaluation, checkpoints, ``Global.hooks``): ``ppcls.engine.hooks``; ``Global`` k
 """
 
 import contextlib
+import functools
 import math
 import os
 import random
@@ -147,10 +148,11 @@ class Engine:
         if wanted not in data_cfg:
             raise ConfigError(f"DataLoader.{wanted} is missing")
         if self.mode == "train":
-            self.train_loader = build_dataloader(config, "Train", device=self.device, seed=self.seed)
+            build_train = functools.partial(build_dataloader, mode="Train", device=self.device,
+                                            seed=self.seed)
+            self.train_loader = build_train(config)
             # Global.train_mode: progressive (rebuilds the train loader per stage), or None
-            self.train_mode = build_train_mode(config, build_loader=lambda stage_config: build_dataloader(
-                stage_config, "Train", device=self.device, seed=self.seed))
+            self.train_mode = build_train_mode(config, build_train)
             if getattr(self.train_loader, "batch_ops", None):
                 self._drop_train_topk((config.get("Metric") or {}).get("Train"))
             if g["eval_during_train"] and "Eval" not in data_cfg:

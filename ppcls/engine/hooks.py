@@ -31,6 +31,7 @@ the sample indices and labels of its batch and a SHA-256 of the trainable parame
 update.
 """
 
+import datetime
 import hashlib
 import json
 import os
@@ -185,8 +186,6 @@ class AverageMeter:
 
 
 def fmt_eta(seconds):
-    import datetime
-
     return str(datetime.timedelta(seconds=int(max(0, seconds))))
 
 

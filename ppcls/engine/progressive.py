@@ -125,7 +125,7 @@ class ProgressiveTraining:
                     + ", ".join(f"{k}={v}" for k, v in values.items()) + ")")
 
 
-def build_train_mode(config, build_loader=None):
+def build_train_mode(config, build_loader):
     """The hook of ``Global.train_mode`` (None for ordinary training); ``build_loader`` as
     for ``ProgressiveTraining``."""
     mode = global_value(config, "train_mode")
