@@ -183,7 +183,6 @@ def verify_recorded_hash(path):
     ``.pdstates`` of ours lies beside it (``ppcls.engine.checkpoint`` writes the SHA-256 of
     each file of a checkpoint into its ``files`` entry), the file must have that hash, else
     ``CheckpointError`` naming the file. Files without one (PaddleClas's, exported) pass."""
-    
     path = os.fspath(path)
     prefix, dot, part = path.rpartition(".")
     if not dot or part not in ("pdparams", "pdema"):

@@ -167,15 +167,12 @@ def decode_jpeg_scaled(data, h, w, k, rows=None):
     those (and a margin), by declaring that height in a copy of its header: the rows returned
     are those of the whole decode, to the bit (tests/data/test_reader.py), and fewer of them."""
     if simplejpeg is not None:
+        strict = True
         if rows is not None:
-            short = _top_rows(data, min(h, -(-(rows + _ROW_MARGIN * k) // 16) * 16))
+            rows = min(h, -(-(rows + _ROW_MARGIN * k) // 16) * 16)
+            short = _top_rows(data, rows)
             if short is not None:  # libjpeg-turbo reports the unread image data as a warning
-                h = int.from_bytes(short[_baseline_height_field(short):][:2], "big")
-                data, strict = short, False
-            else:
-                strict = True
-        else:
-            strict = True
+                data, h, strict = short, rows, False
         oh, ow = -(-h // k), -(-w // k)
         buf = getattr(_BUFFERS, "pixels", None)
         if buf is None or buf.size < oh * ow * 3:  # one buffer per thread, grown as needed
