@@ -177,16 +177,13 @@ class _Watchdog(threading.Thread):
             if since is not None and time.monotonic() - since > self.timeout:
                 workers = [w for w in getattr(self.batches, "_workers", []) if w.is_alive()]
                 self.fired = [w.pid for w in workers]
-                STALLED.append(_stall_message(self, self.dataset))
+                LOADER_STALLS.append(_stall_message(self, self.dataset))  # the CLI reports it
                 for w in workers:
                     try:
                         os.kill(w.pid, signal.SIGKILL)
                     except OSError:
                         pass
                 return
-
-
-STALLED = LOADER_STALLS  # the message of each watchdog stop in this process (ppcls.utils.cli reads it)
 
 
 def _stall_message(watchdog, dataset):
