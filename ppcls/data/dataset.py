@@ -40,7 +40,7 @@ from ppcls.utils.registry import Registry
 
 from .preprocess import ImageDecodeError, create_operators, transform
 from .preprocess.fastread import fuse_reader_ops
-from .preprocess.ops import NormalizeImage, ToCHWImage
+from .preprocess.ops import ToCHWImage
 
 DATASETS = Registry("dataset", listing="known")
 
@@ -229,10 +229,8 @@ class ImageNetDataset(paddle.io.Dataset):
             normalize = DeviceNormalize(op) if op is not None else None
         if not self.fast_reader:
             return list(ops), normalize, to_chw
-        steps = fuse_reader_ops(ops)
-        if to_chw is not None and steps and type(steps[-1]) is NormalizeImage and not steps[-1].chw:
-            steps[-1], to_chw = steps[-1].to_chw, None  # normalise and make [C, H, W] in one step
-        return steps, normalize, to_chw
+        steps, chw = fuse_reader_ops(ops, chw=to_chw is not None)
+        return steps, normalize, None if chw else to_chw  # chw: the last step normalises into [C, H, W]
 
     def set_epoch(self, epoch):
         """The epoch used for plain integer indices (the sampler passes its own)."""

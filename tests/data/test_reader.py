@@ -172,6 +172,34 @@ def test_reader_colorjitter_matches_paddle_vision_within_one_grey_level():
     assert worst <= 1
 
 
+@pytest.mark.parametrize("norm_keys", [{}, {"output_fp16": True}])
+def test_reader_jitter_then_normalize_in_one_step_is_the_two_ops(norm_keys):
+    """The fused ColorJitter + NormalizeImage (+ [C, H, W]) the dataset runs gives the numbers
+    of the two ops one after the other, for every order of the adjustments (a last brightness
+    or contrast folded into the normalise tables, or a last saturation), with hue, and when
+    the jitter is skipped (prob)."""
+    rng = np.random.default_rng(4)
+    norm = ops.NormalizeImage(mean=MEAN, std=STD, order="", **norm_keys)
+    jitters = [ops.ColorJitter(0.4, 0.4, 0.4), ops.ColorJitter(0.4, 0.4, 0.4, 0.1),
+               ops.ColorJitter(brightness=0.5), ops.ColorJitter(0.4, 0.4, 0.4, prob=0.5)]
+    last = set()
+    for i in range(48):
+        jitter = jitters[i % len(jitters)]
+        fused = fastread.JitterNormalize(jitter, norm)
+        arr = photo(*rng.integers(6, 30, 2), seed=i)
+        out = fused(arr, np.random.default_rng(i))
+        draws = jitter.draw(np.random.default_rng(i))
+        last.add(draws[-1][0] if draws else None)
+        ref = ops.ToCHWImage()(norm(jitter(arr, np.random.default_rng(i))))
+        assert out.dtype == ref.dtype and np.array_equal(out, ref), (i, draws)
+    assert last == {"brightness", "contrast", "saturation", "hue", None}
+    steps = ImageNetDataset.__new__(ImageNetDataset)  # the dataset's plan picks the fused step
+    steps.device_normalize, steps.fast_reader = False, True
+    planned, _, to_chw = steps.plan(create_operators(SEED_TRAIN_OPS))
+    assert [type(s).__name__ for s in planned] == ["DecodeRandCrop", "RandFlipImage", "JitterNormalize"]
+    assert to_chw is None
+
+
 def test_reader_flip_is_the_mirror_image():
     arr = photo(9, 13)
     flip = ops.RandFlipImage(1)

@@ -40,7 +40,7 @@ from PIL import Image
 
 from .decode import _fail, _read
 from . import ops as _ops
-from .ops import DecodeImage, RandCropImage, _PIL_METHODS, _RANDOM_CHOICES, _rng
+from .ops import ColorJitter, DecodeImage, NormalizeImage, RandCropImage, _PIL_METHODS, _RANDOM_CHOICES, _rng
 
 try:  # a small wheel that bundles libjpeg-turbo (requirements.txt); PIL is the fallback
     import simplejpeg
@@ -271,13 +271,32 @@ class DecodeRandCrop:
         return cv2.resize(np.ascontiguousarray(region), self.crop.size, interpolation=flag)
 
 
+class JitterNormalize:
+    """``ColorJitter`` then ``NormalizeImage`` (``order: ''``) and the [C, H, W] step in one: a
+    brightness or contrast lookup the jitter ends with is folded into the normalise tables
+    instead of making a pass over the image of its own. The same draws and the same numbers as
+    the two ops one after the other (tests/data/test_reader.py)."""
+
+    chw_output = True
+
+    def __init__(self, jitter, normalize):
+        self.jitter, self.normalize = jitter, normalize
+
+    def __call__(self, img, rng=None):
+        arr, table = self.jitter.apply(_ops._as_array(img), self.jitter.draw(_rng(rng)), defer=True)
+        return self.normalize.to_chw(arr, table=table)
+
+
 def fusable(decode, crop):
     return (type(decode) is DecodeImage and type(crop) is RandCropImage and decode.to_np
             and decode.to_rgb and not decode.channel_first)
 
 
-def fuse_reader_ops(ops):
-    """``ops`` with each fusable ``DecodeImage`` + ``RandCropImage`` pair as one ``DecodeRandCrop``."""
+def fuse_reader_ops(ops, chw=False):
+    """``ops`` with each fusable ``DecodeImage`` + ``RandCropImage`` pair as one ``DecodeRandCrop``.
+    ``chw``: the list is to end in [C, H, W] (the dataset's own step after it); a last
+    ``NormalizeImage`` (``order: ''``) then does that itself, together with a ``ColorJitter``
+    just before it. Returns (the steps, whether they end in [C, H, W] themselves)."""
     out, i = [], 0
     while i < len(ops):
         if i + 1 < len(ops) and fusable(ops[i], ops[i + 1]):
@@ -286,13 +305,11 @@ def fuse_reader_ops(ops):
         else:
             out.append(ops[i])
             i += 1
-    return out
-
-
-def unfused(ops):
-    """The op list as configured (each ``DecodeRandCrop`` back as its two ops)."""
-    out = []
-    for op in ops:
-        out.extend([op.decode, op.crop] if isinstance(op, DecodeRandCrop) else [op])
-    return out
+    if not (chw and out and type(out[-1]) is NormalizeImage and not out[-1].chw):
+        return out, False
+    if len(out) > 1 and type(out[-2]) is ColorJitter:
+        out[-2:] = [JitterNormalize(out[-2], out[-1])]
+    else:
+        out[-1] = out[-1].to_chw
+    return out, True
 

@@ -414,22 +414,31 @@ class ColorJitter:
             raise ConfigError(f"key 'prob' expects a probability in [0, 1], got {prob!r}")
 
     def __call__(self, img, rng=None):
-        rng = _rng(rng)
-        arr = _as_array(img)
+        return self.apply(_as_array(img), self.draw(_rng(rng)))
+
+    def draw(self, rng):
+        """One image's adjustments, ``[(name, factor), ...]`` in their random order (empty when
+        the op is skipped), drawn from ``rng`` with the calls the op always made."""
         if self.prob < 1 and rng.random() >= self.prob:
-            return arr
+            return []
         names = list(self.factors)
-        draws = []  # (adjustment, factor) in the random order; the draws as they always were
+        draws = []
         for i in rng.permutation(len(names)):
             key = names[int(i)]
             x = self.factors[key]
             if x == 0:
                 continue
             draws.append((key, rng.uniform(-x, x) if key == "hue" else rng.uniform(max(0.0, 1 - x), 1 + x)))
+        return draws
+
+    def apply(self, arr, draws, defer=False):
+        """The adjustments ``draws`` on the array ``arr``. ``defer``: return ``(image, table)``,
+        where ``table`` is a uint8 lookup still to apply to the image (a last brightness or
+        contrast, for the caller to fold into its own lookup) or None."""
         if not draws:
-            return arr
+            return (arr, None) if defer else arr
         if arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[2] == 3:
-            return jitter_uint8(arr, draws)
+            return jitter_uint8(arr, draws, defer)
         from paddle.vision.transforms import functional as F
 
         adjust = {"brightness": F.adjust_brightness, "contrast": F.adjust_contrast,
@@ -437,7 +446,7 @@ class ColorJitter:
         pil = Image.fromarray(arr)
         for key, factor in draws:
             pil = adjust[key](pil, factor)
-        return np.asarray(pil)
+        return (np.asarray(pil), None) if defer else np.asarray(pil)
 
 
 _LEVELS = np.arange(256, dtype=np.float32)  # the 256 grey levels, for the tables below
@@ -450,7 +459,8 @@ def _blend_lut(base, factor):
     out = _LEVELS - base
     out *= np.float32(factor)
     out += base
-    return np.clip(out, 0, 255, out=out).astype(np.uint8)
+    np.maximum(out, 0, out=out)  # clipped to 0..255 (np.clip costs more on 256 values)
+    return np.minimum(out, 255, out=out).astype(np.uint8)
 
 
 # PIL's RGB -> L weights (ITU-R 601-2 in 16-bit fixed point) and its rounding 0.5, as one
@@ -499,14 +509,15 @@ def _lookup_into(arr, lut, owned):
     return cv2.LUT(arr, lut, dst=arr) if owned else cv2.LUT(arr, lut)
 
 
-def jitter_uint8(arr, draws):
+def jitter_uint8(arr, draws, defer=False):
     """``ColorJitter``'s adjustments ``draws`` ((name, factor) in order) on a uint8 [H, W, 3] RGB
     array with PIL ``ImageEnhance``'s arithmetic: ``Image.blend`` (float32
     ``base + factor * (v - base)``, clipped, truncated) against black (brightness), the rounded
     mean of the grey image (contrast) - a lookup table each - and the grey image (saturation).
     ``arr`` itself is left alone; the result is a new array. Brightness and contrast tables wait
     until the pixels are needed and compose meanwhile, and the float32 copy the grey image needs
-    is looked up through the waiting table: without hue, at most one uint8 lookup pass."""
+    is looked up through the waiting table: without hue, at most one uint8 lookup pass.
+    ``defer``: return ``(image, table)`` with the table still waiting (None if there is none)."""
     arr, owned, table = np.ascontiguousarray(arr), False, None  # table: a lookup not applied yet
     for key, factor in draws:
         if key == "brightness":
@@ -545,6 +556,8 @@ def jitter_uint8(arr, draws):
                 arr, owned, table = _lookup_into(arr, table, owned), True, None
             arr = np.asarray(F.adjust_hue(Image.fromarray(arr), factor))
             owned = arr.flags.writeable  # ours (PIL's arrays may be read-only)
+    if defer:
+        return arr, table
     return arr if table is None else _lookup_into(arr, table, owned)
 
 
@@ -609,22 +622,29 @@ class NormalizeImage:
             out = np.concatenate([out, np.zeros(pad_shape, np.float32)], axis=axis)
         return out.astype(np.float16 if self.output_fp16 else np.float32)
 
-    def to_chw(self, img, rng=None):
+    def to_chw(self, img, rng=None, table=None):
         """This op (``order: ''``) followed by the [H, W, C] -> [C, H, W] step, in one: a uint8
         image is split into its planes first (a quarter of the bytes to move) and each plane is
-        looked up straight into its place in the output."""
+        looked up straight into its place in the output. ``table``: a uint8 lookup the image
+        still needs first (``ColorJitter.apply(..., defer=True)``), folded into this op's tables."""
         arr = _as_array(img)
-        if self.chw or arr.dtype != np.uint8 or self.channel_num != 3 or arr.ndim != 3 or arr.shape[2] != 3:
-            return ToCHWImage()(self(arr))
+        fast = not self.chw and arr.dtype == np.uint8 and self.channel_num == 3 and arr.ndim == 3 and arr.shape[2] == 3
         cv2 = _import_cv2()
+        if table is not None and not (fast and cv2 is not None and not self.output_fp16):
+            arr, table = _lookup_into(np.ascontiguousarray(arr), table, False), None
+        if not fast:
+            return ToCHWImage()(self(arr))
         if cv2 is None or self.output_fp16:
             return self._lookup(np.ascontiguousarray(arr.transpose(2, 0, 1)), 0)
         planes = getattr(_SCRATCH, "planes", None)  # this thread's uint8 planes, reused
         if planes is None or planes.size < arr.size:
             planes = _SCRATCH.planes = np.empty(max(arr.size, 3 << 16), np.uint8)
         planes = channel_planes(arr, planes[:arr.size].reshape((3,) + arr.shape[:2]))
+        columns = self.columns()
+        if table is not None:  # the waiting lookup, then this op's: one table per channel
+            columns = [np.ascontiguousarray(column[:, table]) for column in columns]
         out = np.empty(planes.shape, np.float32)  # each plane looked up straight into its place
-        for plane, column, dst in zip(planes, self.columns(), out):
+        for plane, column, dst in zip(planes, columns, out):
             cv2.LUT(plane, column, dst=dst)
         return out
 
@@ -670,8 +690,8 @@ def channel_planes(arr, out):
     if cv2 is None:
         np.copyto(out, arr.transpose(2, 0, 1))
         return out
-    planes = cv2.split(np.ascontiguousarray(arr), list(out))
-    for plane, dst in zip(planes, out):
-        if plane.ctypes.data != dst.ctypes.data:  # an OpenCV that returned new arrays instead
+    dsts = list(out)
+    for plane, dst in zip(cv2.split(np.ascontiguousarray(arr), dsts), dsts):
+        if plane is not dst:  # an OpenCV that returned new arrays instead
             dst[...] = plane
     return out
