@@ -69,3 +69,33 @@ def print_table(headers, rows):
     print("| " + " | ".join("-" * w for w in widths) + " |")
     for row in rows:
         print(line(row))
+
+
+# The training-reader benchmarks (reader_steps, reader_accuracy, reader_ab, data_speed).
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.path.join(ROOT, "..", "shared")
+SEED_RECIPE = os.path.join(SHARED, "fixtures", "paddleclas", "seed", "MobileNeXt_100.yaml")
+READER_BENCH = os.path.join(SHARED, "bench", "reader_bench.py")
+
+
+def reader_dataset_keys(config, image_dir):
+    """The recipe's ``DataLoader.Train.dataset`` keys (without ``name``) on the bench images."""
+    import yaml
+
+    with open(config) as f:
+        keys = dict(yaml.safe_load(f)["DataLoader"]["Train"]["dataset"])
+    keys.pop("name")
+    keys["image_root"], keys["cls_label_path"] = image_dir, os.path.join(image_dir, "train_list.txt")
+    return keys
+
+
+def ensure_bench_images(image_dir):
+    """../shared/bench's 256 ImageNet-size JPEGs in ``image_dir`` (made once)."""
+    if not os.path.isfile(os.path.join(image_dir, "train_list.txt")):
+        subprocess.run([sys.executable, READER_BENCH, "make", image_dir, "256"], check=True)
+
+
+def checkout_roots(base):
+    """{label: root of a checkout holding its ppcls}: this one, after ``base`` when given."""
+    roots = {"this checkout": ROOT}
+    return {"base": os.path.abspath(base), **roots} if base else roots

@@ -27,22 +27,8 @@ import subprocess
 import sys
 import time
 
-from common import header, median, print_table
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.path.join(ROOT, "..", "shared")
-SEED = os.path.join(SHARED, "fixtures", "paddleclas", "seed", "MobileNeXt_100.yaml")
-BENCH = os.path.join(SHARED, "bench", "reader_bench.py")
-
-
-def dataset_keys(config, image_dir):
-    import yaml
-
-    with open(config) as f:
-        keys = dict(yaml.safe_load(f)["DataLoader"]["Train"]["dataset"])
-    keys.pop("name")
-    keys["image_root"], keys["cls_label_path"] = image_dir, os.path.join(image_dir, "train_list.txt")
-    return keys
+from common import (READER_BENCH as BENCH, SEED_RECIPE, ensure_bench_images, header, median,
+                    print_table, reader_dataset_keys)
 
 
 def per_sample(dataset, n):
@@ -122,7 +108,7 @@ def loader_speed(config, image_dir, workers, device_normalize, batch_size, batch
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", default=SEED)
+    parser.add_argument("--config", default=SEED_RECIPE)
     parser.add_argument("--image-dir", default=os.environ.get("READER_IMAGES", "/tmp/reader-bench-images"))
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
@@ -142,9 +128,8 @@ def main(argv=None):
 
     print("\n".join(header("benchmark/data_speed.py " + " ".join(argv or sys.argv[1:]),
                            ("paddle", "PIL", "numpy", "cv2", "simplejpeg"))))
-    if not os.path.isfile(os.path.join(args.image_dir, "train_list.txt")):
-        subprocess.run([sys.executable, BENCH, "make", args.image_dir, "256"], check=True)
-    keys = dataset_keys(args.config, args.image_dir)
+    ensure_bench_images(args.image_dir)
+    keys = reader_dataset_keys(args.config, args.image_dir)
     ours = ImageNetDataset(**keys, class_num=10)
     before = ImageNetDataset(**keys, class_num=10, fast_reader=False)
     runs = {"ours (fast reader)": [], "ours, fast_reader=False": [], "upstream PaddleClas": [],

@@ -19,11 +19,7 @@ import os
 import sys
 import time
 
-from common import header
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.path.join(ROOT, "..", "shared")
-SEED = os.path.join(SHARED, "fixtures", "paddleclas", "seed", "MobileNeXt_100.yaml")
+from common import ROOT, SEED_RECIPE, ensure_bench_images, header, reader_dataset_keys
 
 
 def load_dataset_module(root):
@@ -41,20 +37,16 @@ def load_dataset_module(root):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--base", required=True, help="root of the other checkout (holds its ppcls)")
-    parser.add_argument("--config", default=SEED)
+    parser.add_argument("--config", default=SEED_RECIPE)
     parser.add_argument("--image-dir", default=os.environ.get("READER_IMAGES", "/tmp/reader-bench-images"))
     parser.add_argument("--passes", type=int, default=4)
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    import yaml
 
     print("\n".join(header("benchmark/reader_ab.py " + " ".join(argv or sys.argv[1:]),
                            ("PIL", "numpy", "cv2", "simplejpeg"))))
-    with open(args.config) as f:
-        keys = dict(yaml.safe_load(f)["DataLoader"]["Train"]["dataset"])
-    keys.pop("name")
-    keys["image_root"] = args.image_dir
-    keys["cls_label_path"] = os.path.join(args.image_dir, "train_list.txt")
+    ensure_bench_images(args.image_dir)
+    keys = reader_dataset_keys(args.config, args.image_dir)
     sets = {label: load_dataset_module(root).ImageNetDataset(**keys, class_num=10)
             for label, root in (("base", os.path.abspath(args.base)), ("this checkout", ROOT))}
     order = list(sets.items())

@@ -15,15 +15,10 @@ the numbers are the same on every machine.
 import argparse
 import json
 import os
-import subprocess
 import sys
 
-from common import header, print_table, run_worker
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.path.join(ROOT, "..", "shared")
-SEED = os.path.join(SHARED, "fixtures", "paddleclas", "seed", "MobileNeXt_100.yaml")
-BENCH = os.path.join(SHARED, "bench", "reader_bench.py")
+from common import (SEED_RECIPE, checkout_roots, ensure_bench_images, header, print_table,
+                    reader_dataset_keys, run_worker)
 GROUPS = ("shrink <= 1", "1 - 1.35", "1.35 - 2", "DCT-scaled", "all")
 
 
@@ -31,16 +26,11 @@ def child(root, config, image_dir):
     """One checkout: {group: [mean |diff| of each image]} (printed as JSON)."""
     sys.path.insert(0, root)
     import numpy as np
-    import yaml
 
     from ppcls.data.dataset import ImageNetDataset, sample_rng
     from ppcls.data.preprocess import fastread
 
-    with open(config) as f:
-        keys = dict(yaml.safe_load(f)["DataLoader"]["Train"]["dataset"])
-    keys.pop("name")
-    keys["image_root"], keys["cls_label_path"] = image_dir, os.path.join(image_dir, "train_list.txt")
-    ds = ImageNetDataset(**keys, class_num=10)
+    ds = ImageNetDataset(**reader_dataset_keys(config, image_dir), class_num=10)
     fused, (decode, crop) = ds.steps[0], ds.ops[:2]
     out = {group: [] for group in GROUPS}
     for i, path in enumerate(ds.images):
@@ -60,7 +50,7 @@ def child(root, config, image_dir):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", default=SEED)
+    parser.add_argument("--config", default=SEED_RECIPE)
     parser.add_argument("--base", help="root of another checkout to measure alongside (holds its ppcls)")
     parser.add_argument("--image-dir", default=os.environ.get("READER_IMAGES", "/tmp/reader-bench-images"))
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -70,11 +60,8 @@ def main(argv=None):
         return
     print("\n".join(header("benchmark/reader_accuracy.py " + " ".join(argv or sys.argv[1:]),
                            ("PIL", "numpy", "cv2", "simplejpeg"))))
-    if not os.path.isfile(os.path.join(args.image_dir, "train_list.txt")):
-        subprocess.run([sys.executable, BENCH, "make", args.image_dir, "256"], check=True)
-    roots = {"this checkout": ROOT}
-    if args.base:
-        roots = {"base": os.path.abspath(args.base), **roots}
+    ensure_bench_images(args.image_dir)
+    roots = checkout_roots(args.base)
     found = {label: run_worker(os.path.abspath(__file__), [
         "--worker", root, "--config", os.path.abspath(args.config), "--image-dir", args.image_dir],
         env={"OMP_NUM_THREADS": "1", "PYTHONPATH": root}) for label, root in roots.items()}

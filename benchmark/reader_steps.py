@@ -17,32 +17,22 @@ base's.
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
-from common import header, median, print_table, run_worker
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.path.join(ROOT, "..", "shared")
-SEED = os.path.join(SHARED, "fixtures", "paddleclas", "seed", "MobileNeXt_100.yaml")
-BENCH = os.path.join(SHARED, "bench", "reader_bench.py")
+from common import (SEED_RECIPE, checkout_roots, ensure_bench_images, header, median, print_table,
+                    reader_dataset_keys, run_worker)
 
 
 def child(root, config, image_dir, n):
     """One process: per-image CPU ms of each step and of ``ds[i]``, as a dict (printed as JSON)."""
     sys.path.insert(0, root)
     import cv2
-    import yaml
 
     cv2.setNumThreads(1)
     from ppcls.data.dataset import ImageNetDataset, sample_rng
 
-    with open(config) as f:
-        keys = dict(yaml.safe_load(f)["DataLoader"]["Train"]["dataset"])
-    keys.pop("name")
-    keys["image_root"], keys["cls_label_path"] = image_dir, os.path.join(image_dir, "train_list.txt")
-    ds = ImageNetDataset(**keys, class_num=10)
+    ds = ImageNetDataset(**reader_dataset_keys(config, image_dir), class_num=10)
     steps = [(getattr(s, "__qualname__", None) or type(s).__name__, s) for s in ds.steps]
     if ds.to_chw is not None:
         steps.append(("ToCHWImage", lambda img, rng: ds.to_chw(img)))
@@ -65,7 +55,7 @@ def child(root, config, image_dir, n):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", default=SEED)
+    parser.add_argument("--config", default=SEED_RECIPE)
     parser.add_argument("--base", help="root of another checkout to time alongside (holds its ppcls)")
     parser.add_argument("--image-dir", default=os.environ.get("READER_IMAGES", "/tmp/reader-bench-images"))
     parser.add_argument("--images", type=int, default=256)
@@ -77,11 +67,8 @@ def main(argv=None):
         return
     print("\n".join(header("benchmark/reader_steps.py " + " ".join(argv or sys.argv[1:]),
                            ("PIL", "numpy", "cv2", "simplejpeg"))))
-    if not os.path.isfile(os.path.join(args.image_dir, "train_list.txt")):
-        subprocess.run([sys.executable, BENCH, "make", args.image_dir, "256"], check=True)
-    roots = {"this checkout": ROOT}
-    if args.base:
-        roots = {"base": os.path.abspath(args.base), **roots}
+    ensure_bench_images(args.image_dir)
+    roots = checkout_roots(args.base)
     runs = {label: [] for label in roots}
     for _ in range(args.repeats):
         for label, root in roots.items():
