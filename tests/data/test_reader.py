@@ -93,6 +93,20 @@ def test_reader_output_is_the_planned_box_of_the_full_image(natural):
     assert sizes == {True, False}
 
 
+@pytest.mark.parametrize("shrink", [1.1, 1.5, 2.0, 2.7, 4.0])
+def test_reader_pre_blur_adds_the_variance_of_pils_wider_filter(shrink):
+    """PIL's bilinear filter widened by the shrink r has r^2 times the variance (1/6) of the
+    triangle OpenCV samples with; the blur before OpenCV's resize adds the difference, a
+    normalised kernel of variance (r^2 - 1) / 6, whatever the shrink (3 taps up to 2, more
+    beyond; one tap when negligible)."""
+    kernel = fastread._blur_kernel((shrink ** 2 - 1) / 12).ravel().astype(np.float64)
+    x = np.arange(kernel.size) - kernel.size // 2
+    assert kernel.sum() == pytest.approx(1, abs=1e-6) and np.allclose(kernel, kernel[::-1])
+    assert (kernel * x ** 2).sum() == pytest.approx((shrink ** 2 - 1) / 6, rel=0.02)
+    assert (kernel.size == 3) == (shrink <= 2) and kernel.min() >= 0
+    assert fastread._blur_kernel(0.001).ravel().tolist() == [1.0]
+
+
 # ---------------------------------------------------------------- DCT-scaled region decoding
 
 @pytest.mark.parametrize("k", [1, 2, 4, 8])
