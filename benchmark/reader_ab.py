@@ -19,7 +19,7 @@ import os
 import sys
 import time
 
-from common import ROOT, SEED_RECIPE, ensure_bench_images, header, reader_dataset_keys
+from common import SEED_RECIPE, checkout_roots, ensure_bench_images, header, reader_dataset_keys
 
 
 def load_dataset_module(root):
@@ -48,7 +48,7 @@ def main(argv=None):
     ensure_bench_images(args.image_dir)
     keys = reader_dataset_keys(args.config, args.image_dir)
     sets = {label: load_dataset_module(root).ImageNetDataset(**keys, class_num=10)
-            for label, root in (("base", os.path.abspath(args.base)), ("this checkout", ROOT))}
+            for label, root in checkout_roots(args.base).items()}
     order = list(sets.items())
     spent = dict.fromkeys(sets, 0.0)
     for ds in sets.values():  # warm up (imports, buffers)
