@@ -5,7 +5,7 @@ setup(
     version="0.1.0",
     description="MobileNeXt on PaddlePaddle 3.x with the PaddleClas user surface",
     packages=find_packages(include=["ppcls", "ppcls.*"]),
-    package_data={"ppcls": ["configs/**/*.yaml", "utils/*.txt", "ops/fast_cpu/csrc/*.cc"]},
+    package_data={"ppcls": ["configs/**/*.yaml", "utils/*.txt", "ops/fast_cpu/csrc/*.cc", "data/preprocess/csrc/*.c"]},
     include_package_data=True,
     python_requires=">=3.9",
     install_requires=["numpy", "pyyaml", "pillow", "simplejpeg", "tqdm"],

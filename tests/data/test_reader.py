@@ -4,6 +4,7 @@ uint8 matches paddle.vision / PIL, NormalizeImage on the device gives the same t
 and the odd and broken images behave as they did. Small arrays and images only."""
 
 import io
+import os
 
 import numpy as np
 import paddle
@@ -13,7 +14,7 @@ from PIL import Image
 from ppcls.data import build_dataloader
 from ppcls.data.dataset import ImageNetDataset
 from ppcls.data.device_normalize import DeviceNormalize, split_normalize
-from ppcls.data.preprocess import create_operators, decode_image, fastread, ops
+from ppcls.data.preprocess import create_operators, decode_image, fastread, native, ops
 from ppcls.utils.errors import DataError
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
@@ -148,6 +149,143 @@ def test_reader_top_rows_decode_equals_the_top_of_a_full_decode(natural, k):
     truncated = baseline[:len(baseline) * 2 // 3]  # no EOI: decoded strictly, so the damage is named
     with pytest.raises(ValueError):
         fastread.decode_jpeg_scaled(truncated, 300, 410, k, rows=20)
+
+
+@pytest.fixture(scope="module")
+def native_lib():
+    """The native helper; a machine without a C compiler skips (the reader then uses simplejpeg),
+    one with a compiler whose build fails is a failure."""
+    import shutil
+
+    if not native.available():
+        if shutil.which("cc") is None and not os.environ.get("CC"):
+            pytest.skip(f"no C compiler: {native.last_error()}")
+        pytest.fail(f"the native reader did not build: {native.last_error()}")
+    return native.library()
+
+
+def _region_cases():
+    """Photos as 4:2:0 baseline, 4:4:4, 4:2:2, progressive, grey and with restart markers."""
+    from sklearn.datasets import load_sample_images
+
+    china = load_sample_images().images[0]
+    return [jpeg(china, quality=90), jpeg(china[:301, :397], quality=75, subsampling=0),
+            jpeg(photo(233, 351, 2), subsampling=1), jpeg(china[50:, 30:], progressive=True),
+            jpeg(china[:, :, 1]), jpeg(photo(200, 300, 5), restart_marker_blocks=3)]
+
+
+@pytest.mark.parametrize("k", [1, 2, 4, 8])
+def test_reader_native_region_equals_the_same_region_of_a_full_decode(native_lib, k):
+    """Decoding only a box (its rows and the iMCU columns holding it) gives that box of the whole
+    decode to the bit, for boxes anywhere (edges, one pixel, the whole image), every subsampling,
+    progressive, grey, restart markers, at every DCT scale."""
+    rng = np.random.default_rng(k)
+    for data in _region_cases():
+        h, w = fastread.jpeg_size(data)
+        full = np.array(fastread.decode_jpeg_scaled(data, h, w, k))
+        oh, ow = full.shape[:2]
+        boxes = [(0, 0, ow, oh), (0, 0, 1, 1), (ow - 1, oh - 1, ow, oh), (ow // 3, 0, ow, oh // 2)]
+        for _ in range(25):
+            left, top = int(rng.integers(0, ow)), int(rng.integers(0, oh))
+            boxes.append((left, top, int(rng.integers(left + 1, ow + 1)), int(rng.integers(top + 1, oh + 1))))
+        for left, top, right, bottom in boxes:
+            region = native.jpeg_region(data, k, (ow, oh), left, top, right, bottom)
+            assert region is not None and np.array_equal(region, full[top:bottom, left:right]), (k, left, top)
+
+
+def test_reader_native_region_refuses_damaged_data_and_wrong_sizes(native_lib):
+    """Data libjpeg-turbo calls damaged (an error or a warning) and a size other than the
+    decode's give None: the fused op then decodes the usual way, which names the problem."""
+    good = jpeg(photo(120, 160))
+    assert native.jpeg_region(good, 1, (160, 120), 0, 0, 160, 120) is not None
+    assert native.jpeg_region(good, 1, (161, 120), 0, 0, 160, 120) is None
+    assert native.jpeg_region(good[: len(good) // 2], 1, (160, 120), 0, 0, 160, 120) is None  # cut short
+    assert native.jpeg_region(b"\xff\xd8\xff" + b"\x00" * 200, 1, (160, 120), 0, 0, 10, 10) is None
+    scan = good.rindex(b"\xff\xda")
+    bad = bytearray(good)
+    bad[scan + 300:scan + 340] = b"\xff\xd0" * 20  # restart markers where none belong: a warning
+    assert native.jpeg_region(bytes(bad), 1, (160, 120), 0, 100, 160, 120) is None
+    cmyk = jpeg(Image.fromarray(photo(20, 30)).convert("CMYK"))
+    assert native.jpeg_region(cmyk, 1, (30, 20), 0, 0, 30, 20) is None
+
+
+@pytest.mark.parametrize("recipe", ["seed", "cv2"])
+def test_reader_with_and_without_the_native_helper_is_the_same(native_lib, natural, monkeypatch, recipe):
+    """The fused ops with the native helper (region decode, one-pass jitter + normalise) give
+    the same numbers as without it, for the seed's list (PIL backend keys) and a list without
+    backend keys (OpenCV's resize, as upstream's ResNet50.yaml)."""
+    train_ops = SEED_TRAIN_OPS
+    if recipe == "cv2":
+        train_ops = [{"DecodeImage": {"to_rgb": True, "channel_first": False}},
+                     {"RandCropImage": {"size": 48}}, SEED_TRAIN_OPS[2], SEED_TRAIN_OPS[4]]
+    data = natural + [jpeg(photo(90, 70, 1), subsampling=0)]
+    steps, chw = fastread.fuse_reader_ops(create_operators(train_ops), chw=True)
+    assert chw
+
+    def run():
+        outs = []
+        for i in range(40):
+            rng = np.random.default_rng(i)
+            img = data[i % len(data)]
+            for step in steps:
+                img = step(img, rng)
+            outs.append(img)
+        return outs
+
+    with_native = run()
+    monkeypatch.setattr(native, "available", lambda: False)
+    monkeypatch.setattr(native, "library", lambda: None)
+    without = run()
+    for a, b in zip(with_native, without):
+        assert a.dtype == b.dtype == np.float32 and np.array_equal(a, b)
+
+
+def test_reader_native_jitter_normalize_is_the_two_ops(native_lib):
+    """ColorJitter's brightness / contrast / saturation and NormalizeImage in one native pass:
+    the numbers of ``jitter_uint8`` then ``NormalizeImage.to_chw``, for every order, factors
+    from 0 to 2 and odd sizes."""
+    rng = np.random.default_rng(9)
+    norm = ops.NormalizeImage(mean=MEAN, std=STD, order="")
+    names = ["brightness", "contrast", "saturation"]
+    for i in range(150):
+        arr = photo(*rng.integers(1, 40, 2), seed=i) if i % 3 else rng.integers(0, 256, (17, 23, 3), np.uint8)
+        order = [names[j] for j in rng.permutation(3)][:int(rng.integers(0, 4))]
+        draws = [(key, float(rng.uniform(0, 2))) for key in order]
+        arr_j, table = ops.jitter_uint8(arr, draws, defer=True)
+        ref = norm.to_chw(arr_j, table=table)
+        out = native.jitter_normalize(arr, draws, norm.columns())
+        assert out.dtype == np.float32 and np.array_equal(out, ref), (i, draws)
+
+
+def test_reader_native_build_failure_falls_back(tmp_path):
+    """No compiler (or PPCLS_NATIVE_READER=0): the helper is unavailable, says why, and the
+    fused reader still runs (simplejpeg / numpy) with the same numbers."""
+    import subprocess
+    import sys
+
+    script = (
+        "import numpy as np, sys\n"
+        "from ppcls.data.preprocess import native, fastread, create_operators\n"
+        "sys.path.insert(0, %r)\n"
+        "from test_reader import SEED_TRAIN_OPS, jpeg, photo\n"
+        "steps, _ = fastread.fuse_reader_ops(create_operators(SEED_TRAIN_OPS), chw=True)\n"
+        "img = jpeg(photo(80, 90))\n"
+        "rng = np.random.default_rng(0)\n"
+        "for step in steps:\n"
+        "    img = step(img, rng)\n"
+        "print(native.available(), repr(native.last_error()), float(img.sum()))\n") % os.path.dirname(__file__)
+    results = {}
+    for name, env in (("no compiler", {"CC": str(tmp_path / "no-such-cc")}), ("off", {"PPCLS_NATIVE_READER": "0"}),
+                      ("on", {})):
+        full_env = dict(os.environ, PPCLS_READER_CACHE=str(tmp_path / "cache"), **env)
+        proc = subprocess.run([sys.executable, "-c", script], env=full_env, capture_output=True, text=True, check=False)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        results[name] = proc.stdout.strip().splitlines()[-1]
+    assert results["no compiler"].startswith("False ") and "no C compiler" in results["no compiler"]
+    assert results["off"].startswith("False ") and "PPCLS_NATIVE_READER=0" in results["off"]
+    if native.available():
+        assert results["on"].startswith("True None")
+        assert len({r.split()[-1] for r in results.values()}) == 1  # the same image sum all three ways
 
 
 def test_reader_does_not_scale_below_the_target():

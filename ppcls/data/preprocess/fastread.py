@@ -8,10 +8,14 @@ what the crop needs.
 2. draws the crop box with ``RandCropImage.box`` - the same generator calls as the two ops
    unfused, so the same boxes for the same seed - and then the interpolation,
 3. decodes with libjpeg-turbo's DCT scaling (1/2, 1/4, 1/8) when the box is still at least the
-   target size after it, else at full size (simplejpeg's wheel bundles libjpeg-turbo; without
-   simplejpeg, PIL's ``Image.draft`` does the same scaling); a baseline JPEG decodes only its
-   rows down to the box's bottom and one MCU row more (its header's height lowered in a copy),
-   which are the whole decode's rows to the bit,
+   target size after it, else at full size, and only the box: with the native helper
+   (``native.jpeg_region``: libjpeg-turbo's ``jpeg_crop_scanline`` and ``jpeg_skip_scanlines``,
+   compiled once against the system's libjpeg-turbo) the rows above and below the box and the
+   columns beside it are not decoded, and the box's pixels are the whole decode's to the bit.
+   Without it, simplejpeg (a wheel that bundles libjpeg-turbo) decodes the whole width, and a
+   baseline JPEG only its rows down to the box's bottom and one MCU row more (its header's
+   height lowered in a copy), again the whole decode's rows to the bit; without simplejpeg,
+   PIL's ``Image.draft`` does the scaling,
 4. crops the box out and resizes it to the target once, with the drawn bilinear or bicubic:
    OpenCV's ``resize`` when OpenCV is installed (what PaddleClas's default ``backend: cv2``
    uses), else PIL's ``resize(box=...)``. OpenCV's bilinear and bicubic do not antialias and
@@ -39,6 +43,7 @@ import numpy as np
 from PIL import Image
 
 from .decode import _fail, _read
+from . import native
 from . import ops as _ops
 from .ops import ColorJitter, DecodeImage, NormalizeImage, RandCropImage, _PIL_METHODS, _RANDOM_CHOICES, _rng
 
@@ -188,16 +193,27 @@ def decode_jpeg_scaled(data, h, w, k, rows=None):
     return np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
 
 
+def box_bounds(box, w, h):
+    """The whole pixels (left, top, right, bottom) of ``box`` (floats allowed) that
+    ``resize_box`` resizes in a ``w`` x ``h`` image: rounded, at least one pixel, inside it."""
+    left, top = min(max(0, int(round(box[0]))), w - 1), min(max(0, int(round(box[1]))), h - 1)
+    return left, top, max(left + 1, min(w, int(round(box[2])))), max(top + 1, min(h, int(round(box[3]))))
+
+
 def resize_box(arr, box, size, method):
     """``arr`` cropped to ``box`` (left, top, right, bottom; floats allowed) and resized to
     ``size`` (w, h) in one step; ``method`` is bilinear or bicubic (see the module docstring)."""
     cv2 = _ops._import_cv2()
     if cv2 is None:
         return np.asarray(Image.fromarray(arr).resize(size, _PIL_METHODS[method], box=box))
-    h, w = arr.shape[:2]
-    left, top = min(max(0, int(round(box[0]))), w - 1), min(max(0, int(round(box[1]))), h - 1)
-    right, bottom = max(left + 1, min(w, int(round(box[2])))), max(top + 1, min(h, int(round(box[3]))))
-    region = arr[top:bottom, left:right]
+    left, top, right, bottom = box_bounds(box, arr.shape[1], arr.shape[0])
+    return resize_region(arr[top:bottom, left:right], size, method)
+
+
+def resize_region(region, size, method):
+    """The whole of ``region`` resized to ``size`` with OpenCV's bilinear or bicubic, blurred
+    first when it shrinks (see the module docstring)."""
+    cv2 = _ops._import_cv2()
     # PIL widens its filter by the shrink ratio r (antialiasing); OpenCV samples the source with
     # the filter at its width. Blurring first by a kernel of variance (r^2 - 1) / 6 (the
     # triangle's 1/6 times r^2 - 1) makes up the difference, per axis.
@@ -224,6 +240,8 @@ def _blur_kernel(a):
 
 
 _ONE_TAP = np.ones(1, np.float32)
+# OpenCV's interpolation flags (cv2.INTER_NEAREST, _LINEAR, _CUBIC, _AREA, _LANCZOS4)
+_CV2_FLAGS = {"nearest": 0, "bilinear": 1, "bicubic": 2, "area": 3, "lanczos": 4}
 
 
 class DecodeRandCrop:
@@ -260,6 +278,15 @@ class DecodeRandCrop:
         h, w = hw
         crop = self.crop
         box, method, k = self.plan(h, w, rng)
+        size = (-(-w // k), -(-h // k))  # the decode's (w, h) at 1/k
+        if k == 1:
+            scaled = box
+        else:
+            sx, sy = size[0] / w, size[1] / h
+            scaled = (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
+        out = self._region_path(data, k, size, scaled, method)
+        if out is not None:
+            return out
         try:
             arr = decode_jpeg_scaled(data, h, w, k, rows=int(math.ceil(box[3])))
         except (ValueError, OSError, SyntaxError):
@@ -268,14 +295,34 @@ class DecodeRandCrop:
             k, arr = 1, self.decode(src)  # damaged for libjpeg-turbo: PIL decodes it or names the error
             if arr.shape[:2] != (h, w):  # pragma: no cover - a header that lies about the size
                 return self.crop(arr, rng)
-        if k == 1:
             scaled = box
-        else:  # the whole image's scale (the array may hold only its top rows)
-            sx, sy = arr.shape[1] / w, -(-h // k) / h
-            scaled = (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
         if crop.resizer.backend == "pil" and method in ("bilinear", "bicubic"):
             return resize_box(arr, scaled, crop.size, method)
         return self._unfused_resize(arr, scaled, method)
+
+    def _region_path(self, data, k, size, scaled, method):
+        """The crop decoded alone (``native.jpeg_region``: only its rows and columns) and
+        resized, where the resize reads nothing outside the box's whole pixels (OpenCV's, as
+        ``resize_box`` and the ``backend: cv2`` resize do); None where that is not so, without
+        the native helper, or on data it calls damaged (the caller then decodes it all)."""
+        cv2 = _ops._import_cv2()
+        if cv2 is None or not native.available() or not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+            return None  # (a file cut short takes the usual decode, which names the damage as before)
+        pil = self.crop.resizer.backend == "pil"
+        if pil and method in ("bilinear", "bicubic"):
+            left, top, right, bottom = box_bounds(scaled, *size)
+        elif not pil:
+            left, top, right, bottom = (int(round(v)) for v in scaled)
+            if not (0 <= left < right <= size[0] and 0 <= top < bottom <= size[1]):
+                return None
+        else:
+            return None  # PIL's other filters read past the box
+        region = native.jpeg_region(data, k, size, left, top, right, bottom)
+        if region is None:
+            return None
+        if pil:
+            return resize_region(region, self.crop.size, method)
+        return cv2.resize(np.ascontiguousarray(region), self.crop.size, interpolation=_CV2_FLAGS[method])
 
     def _unfused_resize(self, arr, box, method):
         """The configured backend's own resize (other interpolations, ``backend: cv2``)."""
@@ -284,10 +331,8 @@ class DecodeRandCrop:
         if resizer.backend == "pil":
             return np.asarray(Image.fromarray(arr).resize(self.crop.size, _PIL_METHODS[method], box=box))
         cv2 = _ops._import_cv2()
-        flag = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA,
-                "bicubic": cv2.INTER_CUBIC, "lanczos": cv2.INTER_LANCZOS4}[method]
         region = arr[box[1]:box[3], box[0]:box[2]]
-        return cv2.resize(np.ascontiguousarray(region), self.crop.size, interpolation=flag)
+        return cv2.resize(np.ascontiguousarray(region), self.crop.size, interpolation=_CV2_FLAGS[method])
 
 
 class JitterNormalize:
@@ -300,9 +345,17 @@ class JitterNormalize:
 
     def __init__(self, jitter, normalize):
         self.jitter, self.normalize = jitter, normalize
+        # the native step does float32 output of three channels (else the ops' own arithmetic)
+        self.native = not normalize.output_fp16 and normalize.channel_num == 3
 
     def __call__(self, img, rng=None):
-        arr, table = self.jitter.apply(_ops._as_array(img), self.jitter.draw(_rng(rng)), defer=True)
+        arr, draws = _ops._as_array(img), self.jitter.draw(_rng(rng))
+        if self.native and arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[2] == 3 and \
+                all(key != "hue" for key, _ in draws):
+            out = native.jitter_normalize(arr, draws, self.normalize.columns())
+            if out is not None:
+                return out
+        arr, table = self.jitter.apply(arr, draws, defer=True)
         return self.normalize.to_chw(arr, table=table)
 
 

@@ -1,0 +1,205 @@
+/* The training reader's two native steps (ppcls/data/preprocess/native.py loads this with ctypes).
+ *
+ * ppcls_jpeg_region: decode only the rows and columns of a JPEG that a crop needs, with
+ *   libjpeg-turbo's own region decoding: jpeg_crop_scanline (the iMCU columns that hold the
+ *   region), jpeg_skip_scanlines (the rows above it, entropy-decoded only) and stopping after the
+ *   region's last row. With DCT scaling (scale_denom 1, 2, 4 or 8). The pixels are those of the
+ *   whole decode except in the first and last column of the cropped width, where the chroma
+ *   upsampling lacks its outer neighbour: the caller asks for one column more on each side.
+ *   Errors and libjpeg warnings (corrupt data) return non-zero with libjpeg's message; the caller
+ *   then decodes the usual way, which names the problem as before.
+ *
+ * ppcls_jitter_normalize: ColorJitter's brightness / contrast / saturation and NormalizeImage's
+ *   lookup into a [3, H, W] float32 array, with PIL's arithmetic (float32, no fused multiply-add:
+ *   built with -ffp-contract=off): the values of ppcls.data.preprocess.ops.jitter_uint8 followed
+ *   by NormalizeImage.to_chw, to the bit.
+ */
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <jpeglib.h>
+
+#define MESSAGE_SIZE 200
+
+struct reader_error {
+    struct jpeg_error_mgr pub;
+    jmp_buf jump;
+    char *message; /* the caller's buffer, MESSAGE_SIZE bytes */
+};
+
+static void on_error(j_common_ptr cinfo) {
+    struct reader_error *err = (struct reader_error *)cinfo->err;
+    char text[JMSG_LENGTH_MAX];
+    (*cinfo->err->format_message)(cinfo, text);
+    snprintf(err->message, MESSAGE_SIZE, "%s", text);
+    longjmp(err->jump, 1);
+}
+
+static void on_message(j_common_ptr cinfo, int level) {
+    if (level < 0) { /* a warning: damaged data. Counted (num_warnings), the first one kept. */
+        struct reader_error *err = (struct reader_error *)cinfo->err;
+        if (cinfo->err->num_warnings++ == 0) {
+            char text[JMSG_LENGTH_MAX];
+            (*cinfo->err->format_message)(cinfo, text);
+            snprintf(err->message, MESSAGE_SIZE, "%s", text);
+        }
+    }
+}
+
+/* geometry, in:  [scale_denom, left, top, right, bottom] in the scaled image's pixels
+ *           out: [first column decoded, columns decoded, rows decoded, scaled width, scaled height]
+ * out receives the rows top..bottom-1 of the decoded columns, RGB, columns*3 bytes a row.
+ * Returns 0, or 1 on a libjpeg error or warning, 2 when out is too small, 3 for a colour space
+ * other than YCbCr, RGB or grey, 4 for a box outside the image (message says which). */
+int ppcls_jpeg_region(const unsigned char *data, unsigned long size, int *geometry, unsigned char *out,
+                      long capacity, char *message) {
+    struct jpeg_decompress_struct cinfo;
+    struct reader_error err;
+    volatile int status = 0;
+    message[0] = 0;
+    cinfo.err = jpeg_std_error(&err.pub);
+    err.pub.error_exit = on_error;
+    err.pub.emit_message = on_message;
+    err.message = message;
+    if (setjmp(err.jump)) {
+        jpeg_destroy_decompress(&cinfo);
+        return 1;
+    }
+    jpeg_create_decompress(&cinfo);
+    jpeg_mem_src(&cinfo, data, size);
+    jpeg_read_header(&cinfo, TRUE);
+    if (cinfo.jpeg_color_space != JCS_YCbCr && cinfo.jpeg_color_space != JCS_RGB &&
+        cinfo.jpeg_color_space != JCS_GRAYSCALE) {
+        snprintf(message, MESSAGE_SIZE, "colour space %d is not YCbCr, RGB or grey", (int)cinfo.jpeg_color_space);
+        status = 3;
+        goto done;
+    }
+    cinfo.out_color_space = JCS_RGB;
+    cinfo.scale_num = 1;
+    cinfo.scale_denom = (unsigned int)geometry[0];
+    jpeg_start_decompress(&cinfo);
+    {
+        int left = geometry[1], top = geometry[2], right = geometry[3], bottom = geometry[4];
+        JDIMENSION x = (JDIMENSION)left, width = (JDIMENSION)(right - left);
+        int rows = 0;
+        geometry[3] = (int)cinfo.output_width;
+        geometry[4] = (int)cinfo.output_height;
+        if (left < 0 || top < 0 || right <= left || bottom <= top || right > (int)cinfo.output_width ||
+            bottom > (int)cinfo.output_height) {
+            snprintf(message, MESSAGE_SIZE, "box %d,%d,%d,%d outside the %ux%u image", left, top, right, bottom,
+                     cinfo.output_width, cinfo.output_height);
+            status = 4;
+            goto done;
+        }
+        if (x > 0 || width < cinfo.output_width)
+            jpeg_crop_scanline(&cinfo, &x, &width);
+        geometry[0] = (int)x;
+        geometry[1] = (int)width;
+        if ((long)width * 3 * (bottom - top) > capacity) {
+            snprintf(message, MESSAGE_SIZE, "output buffer of %ld bytes too small", capacity);
+            status = 2;
+            goto done;
+        }
+        if (top > 0)
+            jpeg_skip_scanlines(&cinfo, (JDIMENSION)top);
+        while (rows < bottom - top && cinfo.output_scanline < cinfo.output_height) {
+            JSAMPROW row = out + (long)rows * width * 3;
+            rows += (int)jpeg_read_scanlines(&cinfo, &row, 1);
+        }
+        geometry[2] = rows;
+        if (err.pub.num_warnings > 0)
+            status = 1;
+    }
+done:
+    jpeg_abort_decompress(&cinfo); /* the rows below the box are never decoded */
+    jpeg_destroy_decompress(&cinfo);
+    return status;
+}
+
+/* PIL's Image.blend(constant base, image, factor) for the 256 grey levels, as ops._blend_lut. */
+static void blend_table(float base, float factor, unsigned char *table) {
+    for (int v = 0; v < 256; v++) {
+        float o = ((float)v - base) * factor;
+        o = o + base;
+        o = o < 0.0f ? 0.0f : o;
+        o = o > 255.0f ? 255.0f : o;
+        table[v] = (unsigned char)o;
+    }
+}
+
+/* PIL's convert("L") weights: ITU-R 601-2 in 16-bit fixed point, rounded (+ 0x8000, >> 16). */
+#define GREY_R 19595
+#define GREY_G 38470
+#define GREY_B 7471
+
+/* The planes through the pending table, in place (nothing to do for the identity). */
+static void apply_table(unsigned char *restrict planes, long count, unsigned char *table, int *identity) {
+    if (*identity)
+        return;
+    for (long i = 0; i < count; i++)
+        planes[i] = table[planes[i]];
+    for (int v = 0; v < 256; v++) table[v] = (unsigned char)v;
+    *identity = 1;
+}
+
+enum { OP_TABLE = 0, OP_CONTRAST = 1, OP_SATURATION = 2 };
+
+/* image: [h, w, 3] uint8, contiguous, left alone. kinds / factors: n_ops adjustments in order
+ * (OP_TABLE: the 256-byte table tables + 256 * i, a brightness; OP_CONTRAST, OP_SATURATION: the
+ * factor). normalize: [3][256] float32, NormalizeImage's value of each level per channel.
+ * scratch: at least h * w * 7 bytes. out: [3, h, w] float32. */
+void ppcls_jitter_normalize(const unsigned char *restrict image, int h, int w, int n_ops, const int *kinds,
+                            const float *factors, const unsigned char *tables, const float *normalize,
+                            unsigned char *restrict scratch, float *restrict out) {
+    const long n = (long)h * w;
+    unsigned char *restrict r = scratch, *restrict g = scratch + n, *restrict b = scratch + 2 * n;
+    int32_t *restrict grey = (int32_t *)(scratch + 3 * n + (-(3 * n) & 63)); /* n int32 */
+    unsigned char table[256], step[256];
+    int identity = 1; /* table: a brightness / contrast lookup not applied to the planes yet */
+    for (int v = 0; v < 256; v++) table[v] = (unsigned char)v;
+    for (long i = 0; i < n; i++) { /* [H, W, 3] -> three planes */
+        r[i] = image[3 * i];
+        g[i] = image[3 * i + 1];
+        b[i] = image[3 * i + 2];
+    }
+    for (int op = 0; op < n_ops; op++) {
+        if (kinds[op] == OP_TABLE) {
+            memcpy(step, tables + 256 * op, 256);
+        } else {
+            apply_table(scratch, 3 * n, table, &identity);
+            for (long i = 0; i < n; i++)
+                grey[i] = ((int32_t)r[i] * GREY_R + (int32_t)g[i] * GREY_G + (int32_t)b[i] * GREY_B + 0x8000) >> 16;
+            if (kinds[op] == OP_CONTRAST) { /* ImageStat's mean of the grey image, rounded */
+                int64_t total = 0;
+                for (long i = 0; i < n; i++) total += grey[i];
+                blend_table((float)(int)((double)total / (double)n + 0.5), factors[op], step);
+            } else { /* saturation: a blend with the grey image, in float32 as PIL */
+                const float f = factors[op];
+                unsigned char *planes[3] = {r, g, b};
+                for (int k = 0; k < 3; k++) {
+                    unsigned char *restrict p = planes[k];
+                    for (long i = 0; i < n; i++) {
+                        float y = (float)grey[i];
+                        float o = ((float)p[i] - y) * f;
+                        o = o + y;
+                        o = o < 0.0f ? 0.0f : o;
+                        o = o > 255.0f ? 255.0f : o;
+                        p[i] = (unsigned char)(int)o;
+                    }
+                }
+                continue;
+            }
+        }
+        for (int v = 0; v < 256; v++) table[v] = step[table[v]];
+        identity = 0;
+    }
+    for (int k = 0; k < 3; k++) { /* the pending table folded into the normalise column */
+        float column[256];
+        const unsigned char *restrict p = scratch + k * n;
+        float *restrict dst = out + k * n;
+        for (int v = 0; v < 256; v++) column[v] = normalize[256 * k + table[v]];
+        for (long i = 0; i < n; i++) dst[i] = column[p[i]];
+    }
+}
