@@ -67,6 +67,9 @@ def _compile_into(work):
     if proc.returncode != 0:
         lines = proc.stdout.decode("utf-8", "replace").splitlines()
         errors = [ln.strip() for ln in lines if "error" in ln.lower()] or lines[-1:] or [f"exit code {proc.returncode}"]
+        if any("jpeglib.h" in ln for ln in errors):
+            raise BuildError("libjpeg-turbo's header jpeglib.h was not found (Debian/Ubuntu: apt-get install "
+                             "libjpeg-dev)")
         raise BuildError(f"compiling {SOURCE} failed: {errors[0][:300]}")
 
 
