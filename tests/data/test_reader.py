@@ -210,12 +210,13 @@ def test_reader_native_region_refuses_damaged_data_and_wrong_sizes(native_lib):
     assert native.jpeg_region(cmyk, 1, (30, 20), 0, 0, 30, 20) is None
 
 
-@pytest.mark.parametrize("recipe", ["seed", "cv2"])
+@pytest.mark.parametrize("recipe", ["seed", "seed, device normalise", "cv2"])
 def test_reader_with_and_without_the_native_helper_is_the_same(native_lib, natural, monkeypatch, recipe):
     """The fused ops with the native helper (region decode, one-pass jitter + normalise) give
-    the same numbers as without it, for the seed's list (PIL backend keys) and a list without
-    backend keys (OpenCV's resize, as upstream's ResNet50.yaml)."""
-    train_ops = SEED_TRAIN_OPS
+    the same numbers as without it, for the seed's list (PIL backend keys; with and without its
+    NormalizeImage, which the device runs by default) and a list without backend keys
+    (OpenCV's resize, as upstream's ResNet50.yaml)."""
+    train_ops = SEED_TRAIN_OPS if recipe == "seed" else SEED_TRAIN_OPS[:-1]
     if recipe == "cv2":
         train_ops = [{"DecodeImage": {"to_rgb": True, "channel_first": False}},
                      {"RandCropImage": {"size": 48}}, SEED_TRAIN_OPS[2], SEED_TRAIN_OPS[4]]
@@ -238,7 +239,7 @@ def test_reader_with_and_without_the_native_helper_is_the_same(native_lib, natur
     monkeypatch.setattr(native, "library", lambda: None)
     without = run()
     for a, b in zip(with_native, without):
-        assert a.dtype == b.dtype == np.float32 and np.array_equal(a, b)
+        assert a.dtype == b.dtype and a.shape[0] == 3 and np.array_equal(a, b)
 
 
 def test_reader_native_jitter_normalize_is_the_two_ops(native_lib):
@@ -256,6 +257,8 @@ def test_reader_native_jitter_normalize_is_the_two_ops(native_lib):
         ref = norm.to_chw(arr_j, table=table)
         out = native.jitter_normalize(arr, draws, norm.columns())
         assert out.dtype == np.float32 and np.array_equal(out, ref), (i, draws)
+        planes = native.jitter_chw(arr, draws)  # the same without the normalise (device normalise)
+        assert planes.dtype == np.uint8 and np.array_equal(planes, ops.ToCHWImage()(ops.jitter_uint8(arr, draws)))
 
 
 def test_reader_native_build_failure_falls_back(tmp_path):
@@ -351,6 +354,10 @@ def test_reader_jitter_then_normalize_in_one_step_is_the_two_ops(norm_keys):
     planned, _, to_chw = steps.plan(create_operators(SEED_TRAIN_OPS))
     assert [type(s).__name__ for s in planned] == ["DecodeRandCrop", "RandFlipImage", "JitterNormalize"]
     assert to_chw is None
+    steps.device_normalize = True  # the training default: the list ends with the jitter, into uint8 [C, H, W]
+    planned, normalize, to_chw = steps.plan(create_operators(SEED_TRAIN_OPS))
+    assert [type(s).__name__ for s in planned] == ["DecodeRandCrop", "RandFlipImage", "JitterCHW"]
+    assert to_chw is None and normalize is not None
 
 
 def test_reader_flip_is_the_mirror_image():

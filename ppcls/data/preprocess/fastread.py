@@ -359,6 +359,25 @@ class JitterNormalize:
         return self.normalize.to_chw(arr, table=table)
 
 
+class JitterCHW:
+    """A last ``ColorJitter`` and the dataset's [C, H, W] step in one (the list of a dataset that
+    leaves ``NormalizeImage`` to the device): the native helper's one pass per adjustment into
+    uint8 [3, H, W], else the op then ``ToCHWImage``. The same draws and the same bytes."""
+
+    chw_output = True
+
+    def __init__(self, jitter):
+        self.jitter = jitter
+
+    def __call__(self, img, rng=None):
+        arr, draws = _ops._as_array(img), self.jitter.draw(_rng(rng))
+        if arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[2] == 3 and all(key != "hue" for key, _ in draws):
+            out = native.jitter_chw(arr, draws)
+            if out is not None:
+                return out
+        return _ops.ToCHWImage()(self.jitter.apply(arr, draws))
+
+
 def fusable(decode, crop):
     return (type(decode) is DecodeImage and type(crop) is RandCropImage and decode.to_np
             and decode.to_rgb and not decode.channel_first)
@@ -368,7 +387,8 @@ def fuse_reader_ops(ops, chw=False):
     """``ops`` with each fusable ``DecodeImage`` + ``RandCropImage`` pair as one ``DecodeRandCrop``.
     ``chw``: the list is to end in [C, H, W] (the dataset's own step after it); a last
     ``NormalizeImage`` (``order: ''``) then does that itself, together with a ``ColorJitter``
-    just before it. Returns (the steps, whether they end in [C, H, W] themselves)."""
+    just before it, and so does a last ``ColorJitter`` (``JitterCHW``). Returns (the steps,
+    whether they end in [C, H, W] themselves)."""
     out, i = [], 0
     while i < len(ops):
         if i + 1 < len(ops) and fusable(ops[i], ops[i + 1]):
@@ -377,6 +397,9 @@ def fuse_reader_ops(ops, chw=False):
         else:
             out.append(ops[i])
             i += 1
+    if chw and out and type(out[-1]) is ColorJitter:
+        out[-1] = JitterCHW(out[-1])
+        return out, True
     if not (chw and out and type(out[-1]) is NormalizeImage and not out[-1].chw):
         return out, False
     if len(out) > 1 and type(out[-2]) is ColorJitter:

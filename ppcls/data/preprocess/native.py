@@ -43,7 +43,7 @@ _state = {"lib": None, "error": None}
 _lock = threading.Lock()
 _BUFFERS = threading.local()  # each thread's region buffer and jitter scratch, reused
 
-OP_TABLE, OP_CONTRAST, OP_SATURATION = 0, 1, 2
+_KINDS = {"brightness": 0, "contrast": 1, "saturation": 2}  # fastread.c's OP_BRIGHTNESS ...
 
 
 def _compiler():
@@ -82,9 +82,10 @@ def _load():
     lib.ppcls_jpeg_region.restype = ctypes.c_int
     lib.ppcls_jpeg_region.argtypes = [ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p, ctypes.c_void_p,
                                       ctypes.c_long, ctypes.c_char_p]
-    lib.ppcls_jitter_normalize.restype = None
-    lib.ppcls_jitter_normalize.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int] + \
-        [ctypes.c_void_p] * 6
+    jitter = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+    lib.ppcls_jitter_normalize.restype = lib.ppcls_jitter_chw.restype = None
+    lib.ppcls_jitter_normalize.argtypes = jitter + [ctypes.c_void_p] * 3
+    lib.ppcls_jitter_chw.argtypes = jitter + [ctypes.c_void_p] * 2
     return lib
 
 
@@ -151,6 +152,17 @@ def jpeg_region(data, k, size, left, top, right, bottom):
     return region[:, left - x0:right - x0]
 
 
+def _jitter_args(arr, draws):
+    """``arr`` contiguous, and the adjustments as the C arrays (kinds, factors): the caller keeps
+    all three alive through the call."""
+    n = max(len(draws), 1)
+    kinds, factors = np.zeros(n, np.int32), np.zeros(n, np.float32)
+    for i, (key, factor) in enumerate(draws):
+        kinds[i], factors[i] = _KINDS[key], factor
+    _buffer("scratch", arr.shape[0] * arr.shape[1] * 7 + 64)
+    return np.ascontiguousarray(arr), kinds, factors
+
+
 def jitter_normalize(arr, draws, columns):
     """ColorJitter's ``draws`` ((name, factor) in order: brightness, contrast, saturation; no hue)
     on the uint8 [H, W, 3] ``arr``, then NormalizeImage's float32 ``columns`` (three [1, 256]
@@ -158,25 +170,24 @@ def jitter_normalize(arr, draws, columns):
     lib = library()
     if lib is None:
         return None
-    from .ops import _blend_lut
+    arr, kinds, factors = _jitter_args(arr, draws)
+    out = np.empty((3,) + arr.shape[:2], np.float32)
+    lib.ppcls_jitter_normalize(arr.ctypes.data, arr.shape[0], arr.shape[1], len(draws), kinds.ctypes.data,
+                               factors.ctypes.data, _normalize_table(columns).ctypes.data,
+                               _BUFFERS.scratch.ctypes.data, out.ctypes.data)
+    return out
 
-    arr = np.ascontiguousarray(arr)
-    h, w = arr.shape[:2]
-    n = len(draws)
-    kinds = np.empty(max(n, 1), np.int32)
-    factors = np.zeros(max(n, 1), np.float32)
-    tables = np.zeros((max(n, 1), 256), np.uint8)
-    for i, (key, factor) in enumerate(draws):
-        if key == "brightness":
-            kinds[i], tables[i] = OP_TABLE, _blend_lut(0, factor)
-        else:
-            kinds[i] = OP_CONTRAST if key == "contrast" else OP_SATURATION
-            factors[i] = factor
-    norm = _normalize_table(columns)
-    scratch = _buffer("scratch", h * w * 7 + 64)
-    out = np.empty((3, h, w), np.float32)
-    lib.ppcls_jitter_normalize(arr.ctypes.data, h, w, n, kinds.ctypes.data, factors.ctypes.data, tables.ctypes.data,
-                               norm.ctypes.data, scratch.ctypes.data, out.ctypes.data)
+
+def jitter_chw(arr, draws):
+    """ColorJitter's ``draws`` (as ``jitter_normalize``) on the uint8 [H, W, 3] ``arr``, into a
+    new [3, H, W] uint8 array. None without the library."""
+    lib = library()
+    if lib is None:
+        return None
+    arr, kinds, factors = _jitter_args(arr, draws)
+    out = np.empty((3,) + arr.shape[:2], np.uint8)
+    lib.ppcls_jitter_chw(arr.ctypes.data, arr.shape[0], arr.shape[1], len(draws), kinds.ctypes.data,
+                         factors.ctypes.data, _BUFFERS.scratch.ctypes.data, out.ctypes.data)
     return out
 
 

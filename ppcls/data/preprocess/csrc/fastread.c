@@ -163,19 +163,17 @@ static void apply_table(unsigned char *restrict planes, long count, unsigned cha
     *identity = 1;
 }
 
-enum { OP_TABLE = 0, OP_CONTRAST = 1, OP_SATURATION = 2 };
+enum { OP_BRIGHTNESS = 0, OP_CONTRAST = 1, OP_SATURATION = 2 };
 
-/* image: [h, w, 3] uint8, contiguous, left alone. kinds / factors: n_ops adjustments in order
- * (OP_TABLE: the 256-byte table tables + 256 * i, a brightness; OP_CONTRAST, OP_SATURATION: the
- * factor). normalize: [3][256] float32, NormalizeImage's value of each level per channel.
- * scratch: at least h * w * 7 bytes. out: [3, h, w] float32. */
-void ppcls_jitter_normalize(const unsigned char *restrict image, int h, int w, int n_ops, const int *kinds,
-                            const float *factors, const unsigned char *tables, const float *normalize,
-                            unsigned char *restrict scratch, float *restrict out) {
-    const long n = (long)h * w;
+/* ColorJitter's adjustments on the [h, w, 3] uint8 image (left alone), into three planes in
+ * scratch (r, g, b: h * w bytes each; then h * w int32 of grey levels) and a table still to apply
+ * to them (a last brightness or contrast), as ops.jitter_uint8(..., defer=True). kinds / factors:
+ * n_ops adjustments in order. */
+static void jitter_planes(const unsigned char *restrict image, long n, int n_ops, const int *kinds,
+                          const float *factors, unsigned char *restrict scratch, unsigned char *table) {
     unsigned char *restrict r = scratch, *restrict g = scratch + n, *restrict b = scratch + 2 * n;
-    int32_t *restrict grey = (int32_t *)(scratch + 3 * n + (-(3 * n) & 63)); /* n int32 */
-    unsigned char table[256], step[256];
+    int32_t *restrict grey = (int32_t *)(scratch + 3 * n + (-(3 * n) & 63));
+    unsigned char step[256];
     int identity = 1; /* table: a brightness / contrast lookup not applied to the planes yet */
     for (int v = 0; v < 256; v++) table[v] = (unsigned char)v;
     for (long i = 0; i < n; i++) { /* [H, W, 3] -> three planes */
@@ -184,13 +182,13 @@ void ppcls_jitter_normalize(const unsigned char *restrict image, int h, int w, i
         b[i] = image[3 * i + 2];
     }
     for (int op = 0; op < n_ops; op++) {
-        if (kinds[op] == OP_TABLE) {
-            memcpy(step, tables + 256 * op, 256);
+        if (kinds[op] == OP_BRIGHTNESS) { /* a blend with black */
+            blend_table(0.0f, factors[op], step);
         } else {
             apply_table(scratch, 3 * n, table, &identity);
             for (long i = 0; i < n; i++)
                 grey[i] = ((int32_t)r[i] * GREY_R + (int32_t)g[i] * GREY_G + (int32_t)b[i] * GREY_B + 0x8000) >> 16;
-            if (kinds[op] == OP_CONTRAST) { /* ImageStat's mean of the grey image, rounded */
+            if (kinds[op] == OP_CONTRAST) { /* a blend with ImageStat's mean of the grey image, rounded */
                 int64_t total = 0;
                 for (long i = 0; i < n; i++) total += grey[i];
                 blend_table((float)(int)((double)total / (double)n + 0.5), factors[op], step);
@@ -214,6 +212,15 @@ void ppcls_jitter_normalize(const unsigned char *restrict image, int h, int w, i
         for (int v = 0; v < 256; v++) table[v] = step[table[v]];
         identity = 0;
     }
+}
+
+/* ColorJitter then NormalizeImage: out [3, h, w] float32; normalize: [3][256] float32, the op's
+ * value of each level per channel. scratch: h * w * 7 + 64 bytes. */
+void ppcls_jitter_normalize(const unsigned char *image, int h, int w, int n_ops, const int *kinds,
+                            const float *factors, const float *normalize, unsigned char *scratch, float *out) {
+    const long n = (long)h * w;
+    unsigned char table[256];
+    jitter_planes(image, n, n_ops, kinds, factors, scratch, table);
     for (int k = 0; k < 3; k++) { /* the pending table folded into the normalise column */
         float column[256];
         const unsigned char *restrict p = scratch + k * n;
@@ -221,4 +228,14 @@ void ppcls_jitter_normalize(const unsigned char *restrict image, int h, int w, i
         for (int v = 0; v < 256; v++) column[v] = normalize[256 * k + table[v]];
         for (long i = 0; i < n; i++) dst[i] = column[p[i]];
     }
+}
+
+/* ColorJitter then [H, W, 3] -> [3, H, W]: out [3, h, w] uint8. scratch as above. */
+void ppcls_jitter_chw(const unsigned char *image, int h, int w, int n_ops, const int *kinds, const float *factors,
+                      unsigned char *scratch, unsigned char *out) {
+    const long n = (long)h * w;
+    unsigned char table[256];
+    jitter_planes(image, n, n_ops, kinds, factors, scratch, table);
+    memcpy(out, scratch, (size_t)(3 * n));
+    lookup_bytes(out, 3 * n, table);
 }
