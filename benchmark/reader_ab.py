@@ -3,6 +3,7 @@
     git archive main ppcls | tar -x -C /tmp/main-ppcls     # the base: main's ppcls
     python benchmark/reader_ab.py --base /tmp/main-ppcls
     python benchmark/reader_ab.py --base /tmp/main-ppcls --config ../shared/fixtures/paddleclas/upstream/ResNet50.yaml
+    python benchmark/reader_ab.py --base /tmp/main-ppcls --device-normalize   # the training default
 
 On a shared machine whose speed drifts by 20-50% from one second to the next, timings of two
 checkouts in turn (``reader_steps.py``, ``reader_vs_upstream.sh``) cannot resolve a 5-10%
@@ -40,6 +41,8 @@ def main(argv=None):
     parser.add_argument("--config", default=SEED_RECIPE)
     parser.add_argument("--image-dir", default=os.environ.get("READER_IMAGES", "/tmp/reader-bench-images"))
     parser.add_argument("--passes", type=int, default=4)
+    parser.add_argument("--device-normalize", action="store_true",
+                        help="leave the final NormalizeImage out, as training does (Global.device_normalize)")
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -47,7 +50,8 @@ def main(argv=None):
                            ("PIL", "numpy", "cv2", "simplejpeg"))))
     ensure_bench_images(args.image_dir)
     keys = reader_dataset_keys(args.config, args.image_dir)
-    sets = {label: load_dataset_module(root).ImageNetDataset(**keys, class_num=10)
+    extra = {"device_normalize": True} if args.device_normalize else {}
+    sets = {label: load_dataset_module(root).ImageNetDataset(**keys, class_num=10, **extra)
             for label, root in checkout_roots(args.base).items()}
     order = list(sets.items())
     spent = dict.fromkeys(sets, 0.0)
@@ -67,7 +71,8 @@ def main(argv=None):
                 raise SystemExit(f"image {i}: {outs[0].shape} {outs[0].dtype} vs {outs[1].shape} {outs[1].dtype}")
     images = args.passes * n
     base, this = spent["base"] / images * 1e3, spent["this checkout"] / images * 1e3
-    print(f"\n# ds[i], {os.path.basename(args.config)}, {n} images x {args.passes} passes, CPU ms per image")
+    mode = ", device normalise (uint8 out)" if args.device_normalize else ""
+    print(f"\n# ds[i], {os.path.basename(args.config)}{mode}, {n} images x {args.passes} passes, CPU ms per image")
     print(f"base {base:.3f} ms, this checkout {this:.3f} ms, this / base {this / base:.3f}")
 
 
