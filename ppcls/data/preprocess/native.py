@@ -152,42 +152,37 @@ def jpeg_region(data, k, size, left, top, right, bottom):
     return region[:, left - x0:right - x0]
 
 
-def _jitter_args(arr, draws):
-    """``arr`` contiguous, and the adjustments as the C arrays (kinds, factors): the caller keeps
-    all three alive through the call."""
-    n = max(len(draws), 1)
-    kinds, factors = np.zeros(n, np.int32), np.zeros(n, np.float32)
-    for i, (key, factor) in enumerate(draws):
-        kinds[i], factors[i] = _KINDS[key], factor
-    _buffer("scratch", arr.shape[0] * arr.shape[1] * 7 + 64)
-    return np.ascontiguousarray(arr), kinds, factors
-
-
 def jitter_normalize(arr, draws, columns):
     """ColorJitter's ``draws`` ((name, factor) in order: brightness, contrast, saturation; no hue)
     on the uint8 [H, W, 3] ``arr``, then NormalizeImage's float32 ``columns`` (three [1, 256]
     tables), into a new [3, H, W] float32 array. None without the library."""
-    lib = library()
-    if lib is None:
-        return None
-    arr, kinds, factors = _jitter_args(arr, draws)
-    out = np.empty((3,) + arr.shape[:2], np.float32)
-    lib.ppcls_jitter_normalize(arr.ctypes.data, arr.shape[0], arr.shape[1], len(draws), kinds.ctypes.data,
-                               factors.ctypes.data, _normalize_table(columns).ctypes.data,
-                               _BUFFERS.scratch.ctypes.data, out.ctypes.data)
-    return out
+    return _jitter(arr, draws, columns)
 
 
 def jitter_chw(arr, draws):
     """ColorJitter's ``draws`` (as ``jitter_normalize``) on the uint8 [H, W, 3] ``arr``, into a
     new [3, H, W] uint8 array. None without the library."""
+    return _jitter(arr, draws, None)
+
+
+def _jitter(arr, draws, columns):
     lib = library()
     if lib is None:
         return None
-    arr, kinds, factors = _jitter_args(arr, draws)
-    out = np.empty((3,) + arr.shape[:2], np.uint8)
-    lib.ppcls_jitter_chw(arr.ctypes.data, arr.shape[0], arr.shape[1], len(draws), kinds.ctypes.data,
-                         factors.ctypes.data, _BUFFERS.scratch.ctypes.data, out.ctypes.data)
+    arr = np.ascontiguousarray(arr)
+    h, w = arr.shape[:2]
+    n = max(len(draws), 1)
+    kinds, factors = np.zeros(n, np.int32), np.zeros(n, np.float32)  # alive through the call
+    for i, (key, factor) in enumerate(draws):
+        kinds[i], factors[i] = _KINDS[key], factor
+    scratch = _buffer("scratch", h * w * 7 + 64)
+    args = (arr.ctypes.data, h, w, len(draws), kinds.ctypes.data, factors.ctypes.data)
+    if columns is None:
+        out = np.empty((3, h, w), np.uint8)
+        lib.ppcls_jitter_chw(*args, scratch.ctypes.data, out.ctypes.data)
+    else:
+        out = np.empty((3, h, w), np.float32)
+        lib.ppcls_jitter_normalize(*args, _normalize_table(columns).ctypes.data, scratch.ctypes.data, out.ctypes.data)
     return out
 
 
