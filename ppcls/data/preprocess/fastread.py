@@ -244,6 +244,11 @@ _ONE_TAP = np.ones(1, np.float32)
 _CV2_FLAGS = {"nearest": 0, "bilinear": 1, "bicubic": 2, "area": 3, "lanczos": 4}
 
 
+def _scaled(box, k, sx, sy):
+    """``box`` in the pixels of an image decoded at 1/``k``, ``sx`` x ``sy`` of the original."""
+    return box if k == 1 else (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
+
+
 class DecodeRandCrop:
     """``DecodeImage`` then ``RandCropImage`` in one step (see the module docstring). Takes what
     ``DecodeImage`` takes; an array or PIL image goes through the two ops unfused."""
@@ -279,12 +284,7 @@ class DecodeRandCrop:
         crop = self.crop
         box, method, k = self.plan(h, w, rng)
         size = (-(-w // k), -(-h // k))  # the decode's (w, h) at 1/k
-        if k == 1:
-            scaled = box
-        else:
-            sx, sy = size[0] / w, size[1] / h
-            scaled = (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
-        out = self._region_path(data, k, size, scaled, method)
+        out = self._region_path(data, k, size, _scaled(box, k, size[0] / w, size[1] / h), method)
         if out is not None:
             return out
         try:
@@ -295,7 +295,8 @@ class DecodeRandCrop:
             k, arr = 1, self.decode(src)  # damaged for libjpeg-turbo: PIL decodes it or names the error
             if arr.shape[:2] != (h, w):  # pragma: no cover - a header that lies about the size
                 return self.crop(arr, rng)
-            scaled = box
+        # the whole image's scale (the array may hold only its top rows; PIL's draft picks its own)
+        scaled = _scaled(box, k, arr.shape[1] / w, size[1] / h)
         if crop.resizer.backend == "pil" and method in ("bilinear", "bicubic"):
             return resize_box(arr, scaled, crop.size, method)
         return self._unfused_resize(arr, scaled, method)
