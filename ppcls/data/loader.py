@@ -448,6 +448,12 @@ def build_dataloader(config, mode, device="cpu", seed=None):
 
     num_workers, use_shared_memory = _loader_settings(section.get("loader"), where, device)
     rank = sampler.local_rank
+    if mode == "Train" and global_value(config, "use_dali"):  # PaddleClas's DALI loading (ppcls.data.dali)
+        from .dali import build_loader as build_dali_loader
+
+        loader = build_dali_loader(dataset, section, seed, rank, sampler.nranks, device)
+        if loader is not None:
+            return loader
     loader = ImageDataLoader(
         dataset, sampler, skip_bad_images=global_value(config, "skip_bad_images"),
         batch_ops=batch_ops, batch_seed=seed, rank=rank, nranks=sampler.nranks,

@@ -218,10 +218,8 @@ class Engine:
     # ------------------------------------------------------------------ setup helpers
 
     def _check_sections(self):
-        # Accepted so PaddleClas configs load, but only their defaults are implemented here.
-        if self.g["use_dali"]:
-            logger.warning("Global.use_dali: True, but DALI data loading is not available here "
-                           "(it needs NVIDIA DALI and a GPU): using the built-in loader")
+        # Accepted so PaddleClas configs load, but only their defaults are implemented here
+        # (Global.use_dali: ppcls.data.dali, chosen where the train loader is built).
         if self.g["use_multilabel"]:
             raise ConfigError("Global.use_multilabel: True is not supported (single-label "
                               "classification only); set it to False")

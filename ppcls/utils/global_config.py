@@ -48,7 +48,7 @@ GLOBAL = {
     "to_static": _engine(_BOOL, False, "train the paddle.jit.to_static graph"),
     "update_freq": _engine(_INT, 1, "gradient accumulation: one optimizer step every this many batches"),
     "use_multilabel": _engine(_BOOL, False, "PaddleClas's multi-label mode (not supported: must be False)"),
-    "use_dali": _engine(_BOOL, False, "PaddleClas's DALI loading; True: the built-in loader, with a warning"),
+    "use_dali": _engine(_BOOL, False, "PaddleClas's DALI loading of the training images (ppcls.data.dali; without DALI, or for a list it cannot run: the built-in loader, with a warning)"),
     "eval_mode": _engine(_STR, "classification", "PaddleClas's eval mode (only classification)"),
     "class_num": (_INT, None, "number of classes (Arch.class_num wins)"),
     "skip_bad_images": (_BOOL, False, "drop undecodable images from their batch instead of stopping"),
