@@ -12,7 +12,8 @@ thread (OMP_NUM_THREADS=1, OpenCV 1 thread), median of --repeats alternating pas
 1. per sample, ``ImageNetDataset(**DataLoader.Train.dataset keys)[i]`` (what
    ../shared/bench/reader_vs_upstream.sh times): ours (the fast reader), ours with
    ``fast_reader=False`` (the ops one by one, as before issue 17), upstream PaddleClas (through
-   ../shared/bench/reader_bench.py in its own venv, when $UPSTREAM and $UPSTREAM_VENV exist) and the
+   ../shared/bench/reader_bench.py in its own venv, when $UPSTREAM and $UPSTREAM_VENV exist), DALI's
+   CPU-only pipeline of the same list (``Global.use_dali``, when nvidia-dali is installed) and the
    decode floors (a full decode with PIL, and with simplejpeg, alone);
 2. the loader (``build_dataloader``, batch --batch-size, CPU): images/s with 0, 1 and 2
    workers, with uint8 batches normalised after the loader (``Global.device_normalize``, the
@@ -59,6 +60,23 @@ def decode_floor(image_dir, n, how):
     for data in datas:
         decode(data)
     return len(datas) / (time.perf_counter() - start)
+
+
+def dali_cpu(dataset, n, batch_size=32):
+    """DALI's CPU-only pipeline for the same list (``Global.use_dali`` with ``Global.device: cpu``),
+    one thread, img/s; None without nvidia-dali or for a list it cannot run."""
+    from ppcls.data import dali
+
+    if not dali.available() or dali.unsupported(dataset.ops, {"sampler": {"name": "BatchSampler"}}):
+        return None
+    pipeline = dali.build_pipeline(dataset.images, dataset.ops, batch_size, True, 0, num_threads=1)
+    pipeline.build()
+    pipeline.run()  # start-up not timed
+    batches = max(1, n // batch_size)
+    start = time.perf_counter()
+    for _ in range(batches):
+        pipeline.run()
+    return batches * batch_size / (time.perf_counter() - start)
 
 
 def upstream(config, image_dir, n):
@@ -133,6 +151,7 @@ def main(argv=None):
     ours = ImageNetDataset(**keys, class_num=10)
     before = ImageNetDataset(**keys, class_num=10, fast_reader=False)
     runs = {"ours (fast reader)": [], "ours, fast_reader=False": [], "upstream PaddleClas": [],
+            "DALI CPU-only pipeline (Global.use_dali, 1 thread)": [],
             "decode floor: PIL full decode": [], "decode floor: simplejpeg full decode": []}
     for _ in range(args.repeats):
         runs["ours (fast reader)"].append(per_sample(ours, args.images))
@@ -141,6 +160,9 @@ def main(argv=None):
             up = upstream(args.config, args.image_dir, args.images)
             if up is not None:
                 runs["upstream PaddleClas"].append(up)
+        speed = dali_cpu(ours, args.images)
+        if speed is not None:
+            runs["DALI CPU-only pipeline (Global.use_dali, 1 thread)"].append(speed)
         runs["decode floor: PIL full decode"].append(decode_floor(args.image_dir, args.images, "pil"))
         try:
             runs["decode floor: simplejpeg full decode"].append(decode_floor(args.image_dir, args.images, "simplejpeg"))
