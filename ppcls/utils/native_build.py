@@ -38,6 +38,11 @@ def cache_dir(env_var, name):
     return root
 
 
+def switched_off(env_var):
+    """Whether the environment variable ``env_var`` turns a native path off (0, false, off, no)."""
+    return os.environ.get(env_var, "1").strip().lower() in ("0", "false", "off", "no")
+
+
 def cpu_flags():
     """The CPU's instruction-set flags (part of a cache key for code built with -march=native)."""
     try:
@@ -123,4 +128,4 @@ def cached_library(root, key, relpath, compile_into, hint):
     return lib
 
 
-__all__ = ["BuildError", "cache_dir", "cached_library", "cpu_flags"]
+__all__ = ["BuildError", "cache_dir", "cached_library", "cpu_flags", "switched_off"]

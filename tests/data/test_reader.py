@@ -278,14 +278,16 @@ def test_reader_native_build_failure_falls_back(tmp_path):
         "for step in steps:\n"
         "    img = step(img, rng)\n"
         "print(native.available(), repr(native.last_error()), float(img.sum()))\n") % os.path.dirname(__file__)
-    results = {}
+    results, warned = {}, {}
     for name, env in (("no compiler", {"CC": str(tmp_path / "no-such-cc")}), ("off", {"PPCLS_NATIVE_READER": "0"}),
                       ("on", {})):
         full_env = dict(os.environ, PPCLS_READER_CACHE=str(tmp_path / "cache"), **env)
         proc = subprocess.run([sys.executable, "-c", script], env=full_env, capture_output=True, text=True, check=False)
         assert proc.returncode == 0, proc.stderr[-2000:]
         results[name] = proc.stdout.strip().splitlines()[-1]
+        warned[name] = proc.stderr.count("ReaderWarning: the training reader's native helper is unavailable")
     assert results["no compiler"].startswith("False ") and "no C compiler" in results["no compiler"]
+    assert warned["no compiler"] == 1 and warned["off"] == warned["on"] == 0  # one ReaderWarning, and why
     assert results["off"].startswith("False ") and "PPCLS_NATIVE_READER=0" in results["off"]
     if native.available():
         assert results["on"].startswith("True None")

@@ -1,20 +1,22 @@
 """The training reader's native helper: ``csrc/fastread.c``, compiled once per machine against
 the system's libjpeg-turbo and loaded with ctypes.
 
-- ``jpeg_region(data, k, left, top, right, bottom)``: the pixels ``[top:bottom, left:right]`` of
+- ``jpeg_region(data, k, size, left, top, right, bottom)``: the pixels ``[top:bottom, left:right]`` of
   the JPEG decoded at 1/``k`` scale, decoding only the rows and columns the box needs
   (libjpeg-turbo's ``jpeg_crop_scanline`` / ``jpeg_skip_scanlines``), equal to the same pixels
   of the whole decode to the bit (tests/data/test_reader.py). ``None`` when libjpeg-turbo
   reports an error or a warning (damaged data): the caller decodes the usual way, which names
   the problem as before.
-- ``jitter_normalize(arr, steps, columns)``: ColorJitter's brightness, contrast and saturation
-  and NormalizeImage's tables in one pass per step, into a new [3, H, W] float32 array, with
-  PIL's arithmetic: the values of ``ops.jitter_uint8`` + ``NormalizeImage.to_chw``, to the bit.
+- ``jitter_normalize(arr, draws, columns)`` / ``jitter_chw(arr, draws)``: ColorJitter's brightness, contrast and saturation
+  and NormalizeImage's tables (or none) in one pass per step, into a new [3, H, W] float32 (uint8)
+  array, with PIL's arithmetic: the values of ``ops.jitter_uint8`` + ``NormalizeImage.to_chw``
+  (``ToCHWImage``), to the bit.
 
 Building needs a C compiler and libjpeg-turbo's header (Debian/Ubuntu: ``apt-get install gcc
 libjpeg-dev``; ``$CC`` picks the compiler). Without them, or with ``PPCLS_NATIVE_READER=0``,
 ``available()`` is False and the reader uses simplejpeg / PIL, OpenCV and numpy instead (the
-same images; about 20% slower, docs/benchmarks.md). The library is kept in
+same images; 1.15-1.4x slower per image, docs/benchmarks.md), after one ``ReaderWarning`` saying
+why (none when switched off). The library is kept in
 ``$PPCLS_READER_CACHE``, else ``~/.cache/ppcls/reader`` (``ppcls.utils.native_build``).
 """
 
@@ -26,10 +28,11 @@ import shlex
 import shutil
 import subprocess
 import threading
+import warnings
 
 import numpy as np
 
-from ppcls.utils.native_build import BuildError, cache_dir, cached_library, cpu_flags
+from ppcls.utils.native_build import BuildError, cache_dir, cached_library, cpu_flags, switched_off
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "fastread.c")
 LIB = "ppcls_fastread.so"
@@ -42,6 +45,10 @@ CACHE_ENV = "PPCLS_READER_CACHE"
 _state = {"lib": None, "error": None}
 _lock = threading.Lock()
 _BUFFERS = threading.local()  # each thread's region buffer and jitter scratch, reused
+
+class ReaderWarning(UserWarning):
+    """The reader's native helper could not be built; the reader runs without it (slower)."""
+
 
 _KINDS = {"brightness": 0, "contrast": 1, "saturation": 2}  # fastread.c's OP_BRIGHTNESS ...
 
@@ -89,17 +96,13 @@ def _load():
     return lib
 
 
-def disabled_by_env():
-    return os.environ.get(ENV_SWITCH, "1").strip().lower() in ("0", "false", "off", "no")
-
-
 def library():
     """The loaded helper, building it first if needed; None when it cannot be had (the reason:
     ``last_error()``). Tried once per process."""
     if _state["lib"] is None and _state["error"] is None:
         with _lock:
             if _state["lib"] is None and _state["error"] is None:
-                if disabled_by_env():
+                if switched_off(ENV_SWITCH):
                     _state["error"] = f"turned off by {ENV_SWITCH}=0"
                 elif not os.path.isfile(SOURCE):
                     _state["error"] = f"{SOURCE} is missing from this installation"
@@ -108,6 +111,9 @@ def library():
                         _state["lib"] = _load()
                     except BuildError as err:
                         _state["error"] = str(err)
+                        warnings.warn(f"the training reader's native helper is unavailable ({err}); decoding "
+                                      f"whole images instead (same images, slower). {ENV_SWITCH}=0 silences "
+                                      "this.", ReaderWarning, stacklevel=3)
     return _state["lib"]
 
 
@@ -141,7 +147,9 @@ def jpeg_region(data, k, size, left, top, right, bottom):
     geometry = np.array([k, first, top, last, bottom], np.int32)
     width = last - first + 32  # the crop widens to whole iMCU columns (at most 2 x 16 pixels)
     buf = _buffer("region", width * 3 * (bottom - top))
-    message = ctypes.create_string_buffer(200)
+    message = getattr(_BUFFERS, "message", None)
+    if message is None:
+        message = _BUFFERS.message = ctypes.create_string_buffer(200)  # libjpeg's words, on a failure
     status = lib.ppcls_jpeg_region(data, len(data), geometry.ctypes.data, buf.ctypes.data, buf.size, message)
     if status != 0:  # damaged data, or a box outside the image: the caller's usual decode decides
         return None

@@ -19,7 +19,9 @@ class FastCPUWarning(UserWarning):
 
 
 def disabled_by_env():
-    return os.environ.get(ENV_SWITCH, "1").strip().lower() in ("0", "false", "off", "no")
+    from ppcls.utils.native_build import switched_off
+
+    return switched_off(ENV_SWITCH)
 
 
 def load():
