@@ -9,10 +9,11 @@
  *   Errors and libjpeg warnings (corrupt data) return non-zero with libjpeg's message; the caller
  *   then decodes the usual way, which names the problem as before.
  *
- * ppcls_jitter_normalize: ColorJitter's brightness / contrast / saturation and NormalizeImage's
- *   lookup into a [3, H, W] float32 array, with PIL's arithmetic (float32, no fused multiply-add:
- *   built with -ffp-contract=off): the values of ppcls.data.preprocess.ops.jitter_uint8 followed
- *   by NormalizeImage.to_chw, to the bit.
+ * ppcls_jitter_normalize / ppcls_jitter_chw: ColorJitter's brightness / contrast / saturation,
+ *   then NormalizeImage's lookup into a [3, H, W] float32 array, or just the [3, H, W] uint8 planes
+ *   (the device normalises), with PIL's arithmetic (float32, no fused multiply-add: built with
+ *   -ffp-contract=off): the values of ppcls.data.preprocess.ops.jitter_uint8 followed by
+ *   NormalizeImage.to_chw (ToCHWImage), to the bit.
  */
 #include <setjmp.h>
 #include <stdint.h>
