@@ -75,26 +75,11 @@ def run_tool(main, argv=None):
         if line is None:
             raise
         print(f"Error: {line}", file=sys.stderr, flush=True)
-        _exit_now(2)
+        sys.exit(2)
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
         sys.exit(130)
     sys.exit(code or 0)
-
-
-def _exit_now(code):
-    """Exit with ``code`` without the interpreter's teardown, after the logs are flushed. For a
-    dead loader worker: Paddle's loader threads and queues are then half torn down, and their
-    C++ destructors at a normal exit once corrupted the heap (glibc "corrupted size vs.
-    prev_size") and hung in Paddle's abort handler. Nothing is lost: checkpoints are written
-    whole or not at all, and the remaining workers stop when their parent is gone."""
-    import logging
-    import os
-
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
 
 
 class Terminated(SystemExit):

@@ -257,7 +257,6 @@ class DecodeRandCrop:
 
     def __init__(self, decode, crop):
         self.decode, self.crop = decode, crop
-        native.library()  # built (or missed, with one warning) here, before loader workers fork
 
     def __call__(self, src, rng=None):
         if isinstance(src, (bytes, bytearray, memoryview, str, os.PathLike)):

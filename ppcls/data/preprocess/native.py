@@ -15,8 +15,9 @@ the system's libjpeg-turbo and loaded with ctypes.
 Building needs a C compiler and libjpeg-turbo's header (Debian/Ubuntu: ``apt-get install gcc
 libjpeg-dev``; ``$CC`` picks the compiler). Without them, or with ``PPCLS_NATIVE_READER=0``,
 ``available()`` is False and the reader uses simplejpeg / PIL, OpenCV and numpy instead (the
-same images; 1.15-1.4x slower per image, docs/benchmarks.md), after one ``ReaderWarning`` saying
-why (none when switched off). The library is kept in
+same images; 1.15-1.4x slower per image, docs/benchmarks.md), after one ``ReaderWarning`` per
+process saying why (none when switched off). The helper is loaded on first use, in each loader
+worker. The library is kept in
 ``$PPCLS_READER_CACHE``, else ``~/.cache/ppcls/reader`` (``ppcls.utils.native_build``).
 """
 
