@@ -119,11 +119,16 @@ def _has_exif(data):
     return True
 
 
+def _ends_with_eoi(data):
+    """Whether the JPEG ``data`` ends with its EOI marker (zero padding allowed): not cut short."""
+    return data.rstrip(b"\x00").endswith(b"\xff\xd9")
+
+
 def _baseline_height_field(data):
     """Offset of the frame height in a baseline / extended-sequential (SOF0, SOF1) JPEG whose
     data ends with its EOI marker; ``None`` for progressive, lossless, arithmetic-coded or
     truncated files (only the first kind decodes its rows strictly top to bottom)."""
-    if not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+    if not _ends_with_eoi(data):
         return None
     for marker, pos in _segments(data):
         if marker in (0xC0, 0xC1):
@@ -307,7 +312,7 @@ class DecodeRandCrop:
         ``resize_box`` and the ``backend: cv2`` resize do); None where that is not so, without
         the native helper, or on data it calls damaged (the caller then decodes it all)."""
         cv2 = _ops._import_cv2()
-        if cv2 is None or not native.available() or not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+        if cv2 is None or not native.available() or not _ends_with_eoi(data):
             return None  # (a file cut short takes the usual decode, which names the damage as before)
         pil = self.crop.resizer.backend == "pil"
         if pil and method in ("bilinear", "bicubic"):
@@ -336,6 +341,11 @@ class DecodeRandCrop:
         return cv2.resize(np.ascontiguousarray(region), self.crop.size, interpolation=_CV2_FLAGS[method])
 
 
+def _native_jitter(arr, draws):
+    """Whether the native jitter takes this image and these draws (uint8 RGB, no hue)."""
+    return arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[2] == 3 and all(key != "hue" for key, _ in draws)
+
+
 class JitterNormalize:
     """``ColorJitter`` then ``NormalizeImage`` (``order: ''``) and the [C, H, W] step in one: a
     brightness or contrast lookup the jitter ends with is folded into the normalise tables
@@ -351,8 +361,7 @@ class JitterNormalize:
 
     def __call__(self, img, rng=None):
         arr, draws = _ops._as_array(img), self.jitter.draw(_rng(rng))
-        if self.native and arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[2] == 3 and \
-                all(key != "hue" for key, _ in draws):
+        if self.native and _native_jitter(arr, draws):
             out = native.jitter_normalize(arr, draws, self.normalize.columns())
             if out is not None:
                 return out
@@ -372,7 +381,7 @@ class JitterCHW:
 
     def __call__(self, img, rng=None):
         arr, draws = _ops._as_array(img), self.jitter.draw(_rng(rng))
-        if arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[2] == 3 and all(key != "hue" for key, _ in draws):
+        if _native_jitter(arr, draws):
             out = native.jitter_chw(arr, draws)
             if out is not None:
                 return out
